@@ -1,0 +1,165 @@
+"""Profiles: every setting of a run in one frozen dataclass, and where artifacts go.
+
+A profile names a dataset, a model, the layers to study and the method's
+numbers. Three are built in:
+
+``smoke``
+    a few hundred Fashion-MNIST images and a briefly trained ``mini_alexnet``;
+    for tests.
+``quick``
+    Fashion-MNIST (60k train / 10k test) and ``mini_alexnet`` trained on first
+    use; every figure on a laptop CPU in minutes.
+``paper``
+    torchvision's ImageNet AlexNet on an ImageNet folder given by the user
+    (``data_root``); GPU recommended.
+
+Any field can be overridden: ``load_profile("quick", seed=1)``. In notebooks the
+``parameters`` cell holds the overrides, ``None`` meaning "the profile's value".
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The project folder: ``data/`` and ``figures/`` live here unless overridden."""
+
+PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All settings of one run.
+
+    Parameters
+    ----------
+    name : str
+        Profile name; also the folder name under ``data/`` and ``figures/``.
+    dataset : {"fashion_mnist", "imagenet", "imagefolder"}
+        Which images. ``imagenet`` and ``imagefolder`` read ``data_root``.
+    data_root : str or None
+        Dataset folder (``imagenet``/``imagefolder``: holds ``train/`` and
+        ``val/`` class folders). For Fashion-MNIST, an extra folder to look in.
+    model : {"mini_alexnet", "alexnet"}
+        Network to explain.
+    layers : tuple of str
+        Paper layer names to study, e.g. ``("conv1", "fc1")``.
+    sample_split, eval_split : str
+        Split whose activations are sampled (PCA) and split used for the
+        patch search and accuracy.
+    n_sample, n_eval : int or None
+        Use only the first ``n`` images of a split (``None``: all of it).
+    train_epochs, train_limit : int, int or None
+        Training of ``mini_alexnet`` on first use: epochs, and optionally the
+        number of training images (``smoke`` trains on a few hundred).
+    batch_size, num_workers : int
+        DataLoader settings.
+    seed : int
+        Seeds training, sampled positions and every other random choice.
+    device : str or None
+        ``"cuda"``, ``"cpu"``, ...; ``None`` picks CUDA when available.
+    pca_chunk : int
+        Rows per block when streaming activations through the PCA.
+    data_dir, figures_dir : str or None
+        Where artifacts and figures go; ``None`` means
+        ``<project>/data/<name>`` and ``<project>/figures/<name>``.
+    """
+
+    name: str
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None
+    model: str = "mini_alexnet"
+    layers: tuple = PAPER_LAYERS
+    sample_split: str = "train"
+    eval_split: str = "test"
+    n_sample: int | None = None
+    n_eval: int | None = None
+    train_epochs: int = 2
+    train_limit: int | None = None
+    batch_size: int = 256
+    num_workers: int = 0
+    seed: int = 0
+    device: str | None = None
+    pca_chunk: int = 16384
+    data_dir: str | None = None
+    figures_dir: str | None = None
+
+    # -- paths ---------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        """Folder of this profile's artifacts."""
+        return Path(self.data_dir) if self.data_dir else ROOT / "data" / self.name
+
+    @property
+    def figures_path(self) -> Path:
+        """Folder of this profile's figures and tables."""
+        return Path(self.figures_dir) if self.figures_dir else ROOT / "figures" / self.name
+
+    def artifact(self, step: str) -> Path:
+        """Folder of one step's artifact, e.g. ``artifact("sample")``."""
+        return self.data_path / step
+
+    def figure(self, name: str) -> Path:
+        """Path of a figure or table without extension (``figures/<profile>/<name>``)."""
+        return self.figures_path / name
+
+
+PROFILES = {
+    "smoke": Profile(
+        name="smoke", n_sample=320, n_eval=192, train_epochs=1, train_limit=1024,
+        batch_size=64, pca_chunk=100,
+    ),
+    "quick": Profile(name="quick"),
+    "paper": Profile(
+        name="paper", dataset="imagenet", model="alexnet", eval_split="val",
+        batch_size=256, num_workers=8, pca_chunk=16384,
+    ),
+}
+
+
+def _coerce_layers(value):
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return tuple(value)
+
+
+def load_profile(name: str = "quick", **overrides) -> Profile:
+    """Return a built-in profile with some fields replaced.
+
+    Parameters
+    ----------
+    name : {"smoke", "quick", "paper"}
+        Built-in profile to start from.
+    **overrides
+        Field values to replace; ``None`` values are ignored so that a
+        notebook's parameters cell can list every field with ``None``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown profile name or an unknown field.
+    """
+    if isinstance(name, Profile):
+        base = name
+    elif name in PROFILES:
+        base = PROFILES[name]
+    else:
+        raise ValueError(
+            f"profile={name!r} is unknown; use one of {sorted(PROFILES)} "
+            "(e.g. load_profile('quick') or `--profile quick`)."
+        )
+    names = {f.name for f in dataclasses.fields(Profile)} - {"name"}
+    unknown = sorted(k for k in overrides if k not in names)
+    if unknown:
+        raise ValueError(
+            f"unknown profile setting(s) {unknown}; valid settings are {sorted(names)}."
+        )
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "layers" in changes:
+        changes["layers"] = _coerce_layers(changes["layers"])
+    return dataclasses.replace(base, **changes)
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
+"""Every overridable setting; each notebook's parameters cell lists them all (``None``)."""

@@ -1,0 +1,73 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Sample each layer's activations
+#
+# Step 1 of the method (paper §3.1): forward every image of the sample split
+# through the network and keep, for every studied layer, one pre-ReLU activation
+# vector per image — for a conv layer at one seeded random spatial position,
+# stored with its `(image, y, x)`. On the `quick` and `smoke` profiles the
+# stand-in network `mini_alexnet` is trained here on first use.
+#
+# Writes `data/<profile>/model/` (stand-in only) and `data/<profile>/sample/`.
+# An interrupted run resumes where it stopped.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+import pandas as pd
+
+from helpers import data, models, sampling
+
+# %% [markdown]
+# ## The network
+
+# %%
+net, info = models.load_model(p)
+info
+
+# %% [markdown]
+# ## One forward pass per batch, all layers captured pre-ReLU
+
+# %%
+images = data.load_dataset(p, p.sample_split)
+indices = data.select(len(images), p.n_sample, p.seed)
+meta = sampling.sample_activations(
+    net, images, p.layers, p.artifact("sample"),
+    indices=indices, seed=p.seed, batch_size=p.batch_size, num_workers=p.num_workers,
+    device=p.device, profile=p.name,
+    tag={"model": info["id"], "dataset": p.dataset, "split": p.sample_split},
+)
+pd.DataFrame([{"layer": k, "output shape": tuple(v), "samples": meta["files"][f"{k}.npy"]}
+              for k, v in meta["shapes"].items()])

@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Bases and completeness by explained variance (Fig. 5)
+#
+# Step 2 of the method: the principal components of each layer's sample
+# (centred, exact, from a streamed float64 covariance) and the neuron basis,
+# both ordered by variance. Fig. 5 plots the cumulative explained-variance
+# ratio of the top-k vectors for PCA pre-ReLU, PCA post-ReLU (the ReLU of the
+# same vectors) and neurons pre-ReLU, with the counts for 80 % and 99 %.
+#
+# Reads `data/<profile>/sample/`; writes `data/<profile>/bases/`,
+# `figures/<profile>/fig05_explained_variance.{png,pdf}` and
+# `figures/<profile>/explained_variance_counts.csv`.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+from helpers import bases, plots, reference
+
+# %%
+meta = bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers,
+                             chunk_size=p.pca_chunk, profile=p.name)
+table, ratios = bases.explained_variance_table(p.artifact("bases"), p.layers)
+p.figures_path.mkdir(parents=True, exist_ok=True)
+table.to_csv(p.figure("explained_variance_counts.csv"), index=False)
+table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.layers)]
+
+# %%
+fig = plots.explained_variance(ratios)
+plots.save(fig, p.figure("fig05_explained_variance"))
+
+# %% [markdown]
+# On the paper profile, the reproduced counts beside the paper's (Fig. 5 labels):
+
+# %%
+if p.model == "alexnet":
+    display(reference.counts_beside_paper(table))
