@@ -66,10 +66,15 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None,
     parameters = {"profile": profile, **(parameters or {})}
     settings = {k: v for k, v in parameters.items() if k != "profile"}
     p = load_profile(profile, **{k: v for k, v in settings.items() if k in _profile_fields()})
+    notebooks = find_notebooks(only, folder)
+    declared = {name for nb in notebooks for name in pm.inspect_notebook(str(nb))}
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise ValueError(f"-p {unknown}: not a parameter of these notebooks; they take {sorted(declared)}.")
     out_dir = p.data_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
-    for nb in tqdm(find_notebooks(only, folder), desc=f"notebooks ({profile})", unit="nb"):
+    for nb in tqdm(notebooks, desc=f"notebooks ({profile})", unit="nb"):
         out = out_dir / nb.name
         try:
             pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),

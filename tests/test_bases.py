@@ -1,0 +1,133 @@
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+from helpers.bases import NeuronBasis, NotFittedError, PCABasis, StreamingMoments, counts, fit_bases
+
+
+def _data(n=3000, d=40, dtype=np.float64, seed=0):
+    """Correlated data with a well-separated spectrum and an offset mean."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(10, 0.1, d)
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return (rng.normal(size=(n, d)) * scales @ Q.T + 50).astype(dtype)
+
+
+def _sign_fixed(components):
+    rows = np.arange(len(components))
+    return components * np.sign(components[rows, np.abs(components).argmax(1)])[:, None]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pca_matches_sklearn(dtype):
+    X = _data(dtype=dtype)
+    ours = PCABasis().fit(X, chunk_size=512)
+    ref = PCA(svd_solver="full").fit(X.astype(np.float64))
+    np.testing.assert_allclose(ours.explained_variance_ratio_, ref.explained_variance_ratio_, atol=1e-6)
+    # float32 input: rounding of the float32 Gram product, relative to the total variance
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    total = ref.explained_variance_.sum()
+    np.testing.assert_allclose(ours.explained_variance_, ref.explained_variance_, atol=tol * total)
+    np.testing.assert_allclose(ours.mean_, ref.mean_, rtol=1e-6)
+    # components equal up to sign
+    np.testing.assert_allclose(np.abs(np.sum(ours.components_ * ref.components_, axis=1)), 1,
+                               atol=1e-9 if dtype == np.float64 else 1e-4)
+    np.testing.assert_allclose(ours.components_, _sign_fixed(ref.components_),
+                               atol=1e-7 if dtype == np.float64 else 1e-2)
+
+
+def test_pca_signs_are_deterministic():
+    comps = PCABasis().fit(_data()).components_
+    rows = np.arange(len(comps))
+    assert (comps[rows, np.abs(comps).argmax(1)] > 0).all()
+    np.testing.assert_array_equal(comps, PCABasis().fit(_data()).components_)
+
+
+def test_streaming_equals_one_shot():
+    X = _data()
+    one = PCABasis().fit(X, chunk_size=len(X))
+    chunked = PCABasis()
+    for part in np.array_split(X, 7):
+        chunked.partial_fit(part)
+    np.testing.assert_allclose(chunked.explained_variance_, one.explained_variance_, rtol=1e-10)
+    np.testing.assert_allclose(chunked.components_, one.components_, atol=1e-9)
+    assert chunked.n_samples_seen_ == len(X)
+
+
+def test_moments_match_numpy():
+    X = _data(n=500, d=6)
+    m = StreamingMoments()
+    for part in np.array_split(X, 3):
+        m.partial_fit(part)
+    np.testing.assert_allclose(m.mean_, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance_, np.cov(X, rowvar=False), rtol=1e-9)
+
+
+def test_transform_matches_sklearn_and_inverts():
+    X = _data()
+    ours = PCABasis().fit(X)
+    ref = PCA(svd_solver="full").fit(X)
+    signs = np.sign(np.sum(ours.components_ * ref.components_, axis=1))
+    np.testing.assert_allclose(ours.transform(X[:50]), ref.transform(X[:50]) * signs, atol=1e-8)
+    np.testing.assert_allclose(ours.inverse_transform(ours.transform(X[:50])), X[:50], atol=1e-8)
+
+
+def test_n_components_truncates_but_ratios_stay_of_total_variance():
+    X = _data()
+    full, top = PCABasis().fit(X), PCABasis(n_components=5).fit(X)
+    assert top.components_.shape == (5, X.shape[1])
+    np.testing.assert_allclose(top.explained_variance_ratio_, full.explained_variance_ratio_[:5])
+
+
+def test_neuron_basis_orders_neurons_by_variance():
+    X = _data(d=12)
+    basis = NeuronBasis().fit(X)
+    var = X.var(axis=0, ddof=1)
+    np.testing.assert_array_equal(basis.order_, np.argsort(-var, kind="stable"))
+    np.testing.assert_allclose(basis.explained_variance_, np.sort(var)[::-1])
+    np.testing.assert_allclose(basis.explained_variance_ratio_.sum(), 1)
+    np.testing.assert_allclose(basis.transform(X)[:, 0], X[:, basis.order_[0]] - X[:, basis.order_[0]].mean())
+
+
+def test_fit_bases_one_pass_equals_separate_fits():
+    X = _data(d=10) - 50.5
+    bases = fit_bases(X, post_relu=True, chunk_size=333)
+    np.testing.assert_allclose(bases["pca_post_relu"].explained_variance_,
+                               PCABasis().fit(np.maximum(X, 0)).explained_variance_, rtol=1e-9)
+    np.testing.assert_allclose(bases["neuron_pre_relu"].explained_variance_,
+                               NeuronBasis().fit(X).explained_variance_, rtol=1e-9)
+    assert "pca_post_relu" not in fit_bases(X, post_relu=False)
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    X = _data(d=8)
+    for cls in (PCABasis, NeuronBasis):
+        b = cls().fit(X)
+        b.save(tmp_path / "b.npz")
+        c = cls.load(tmp_path / "b.npz")
+        np.testing.assert_array_equal(c.components_, b.components_)
+        np.testing.assert_allclose(c.partial_fit(X[:10]).n_samples_seen_, len(X) + 10)
+    with pytest.raises(ValueError, match="holds a NeuronBasis"):
+        PCABasis.load(tmp_path / "b.npz")
+
+
+def test_counts_against_brute_force():
+    rng = np.random.default_rng(1)
+    ratio = np.sort(rng.random(50))[::-1]
+    ratio /= ratio.sum()
+    cum = np.cumsum(ratio)
+    for t in (0.5, 0.8, 0.99):
+        assert counts(ratio, (t,))[0] == next(k + 1 for k in range(50) if cum[k] >= t)
+    assert counts(np.array([0.8, 0.2]), (0.8, 0.99)) == [1, 2]
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(NotFittedError, match="call fit or partial_fit"):
+        PCABasis().transform(np.zeros((2, 3)))
+    basis = PCABasis().fit(_data(d=5))
+    with pytest.raises(ValueError, match="has 4 features, but this estimator was fitted on 5"):
+        basis.transform(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="must be 2-D"):
+        PCABasis().fit(np.zeros(5))
+    with pytest.raises(ValueError, match="n_components=9 must be between 1 and n_features=5"):
+        PCABasis(n_components=9).fit(_data(d=5)).components_

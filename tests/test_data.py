@@ -1,0 +1,95 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import data
+from helpers.config import load_profile
+
+
+def _write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])
+def test_read_idx_roundtrip(tmp_path, name):
+    array = np.random.default_rng(0).integers(0, 256, size=(5, 4, 3))
+    _write_idx(tmp_path / name, array)
+    np.testing.assert_array_equal(data.read_idx(tmp_path / name), array)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    _write_idx(tmp_path / "x", np.zeros((5, 4, 3)))
+    (tmp_path / "x").write_bytes((tmp_path / "x").read_bytes()[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(tmp_path / "x")
+
+
+def test_fashion_mnist_from_a_folder_of_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 4)):
+        images, labels = data.FASHION_FILES[split]
+        _write_idx(tmp_path / f"{images}.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        _write_idx(tmp_path / labels, rng.integers(0, 10, size=n))
+    ds = data.fashion_mnist("test", dirs=[tmp_path], download=False)
+    x, y = ds[0]
+    assert len(ds) == 4 and x.shape == (1, 28, 28) and x.dtype == torch.float32
+    assert ds.display(0).shape == (28, 28, 1) and ds.display(0).dtype == np.uint8
+
+
+def test_fashion_mnist_system_copy_has_the_standard_splits():
+    p = load_profile("quick")
+    train, test = data.load_dataset(p, "train"), data.load_dataset(p, "test")
+    assert (len(train), len(test)) == (60000, 10000)
+    assert sorted(set(test.labels.tolist())) == list(range(10))
+
+
+def test_missing_fashion_mnist_names_three_ways(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(FileNotFoundError) as e:
+        data.fashion_mnist("train", dirs=[tmp_path / "none", tmp_path / "raw"])
+    msg = str(e.value)
+    assert "apt-get install dataset-fashion-mnist" in msg
+    assert str(tmp_path / "raw") in msg
+    assert "download" in msg and "Error downloading" in msg
+
+
+def test_image_folder_errors(tmp_path, tiny_imagenet):
+    with pytest.raises(ValueError, match="data_root is not set.*make paper IMAGENET="):
+        data.image_folder(None, "train")
+    with pytest.raises(FileNotFoundError, match="does not exist; give the folder holding train/ and val/"):
+        data.image_folder(tmp_path / "nowhere", "train")
+    with pytest.raises(FileNotFoundError, match=r"val does not exist \(found folders \['train'\]\)"):
+        (tmp_path / "only_train" / "train").mkdir(parents=True)
+        data.image_folder(tmp_path / "only_train", "val")
+    (tmp_path / "flat" / "val").mkdir(parents=True)
+    (tmp_path / "flat" / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no class folders"):
+        data.image_folder(tmp_path / "flat", "val")
+
+
+def test_image_folder_uses_standard_preprocessing(tiny_imagenet):
+    ds = data.image_folder(tiny_imagenet, "val")
+    x, y = ds[0]
+    assert x.shape == (3, 224, 224) and ds.classes[0] == "n01440764" and y == 0
+    assert ds.display(0).shape == (224, 224, 3)
+    # normalised with ImageNet statistics: display -> normalise reproduces the tensor
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    again = (torch.from_numpy(ds.display(0)).permute(2, 0, 1) / 255 - mean[:, None, None]) / std[:, None, None]
+    assert (again - x).abs().max() < 0.05  # same crop (uint8 rounding aside)
+
+
+def test_select_is_seeded_sorted_and_complete_when_asked():
+    a, b = data.select(100, 10, seed=0), data.select(100, 10, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert (np.diff(a) > 0).all() and not np.array_equal(a, data.select(100, 10, seed=1))
+    np.testing.assert_array_equal(data.select(5, None, 0), np.arange(5))

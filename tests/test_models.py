@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers import data, models, sampling
+from helpers.config import load_profile
+
+
+def test_mini_alexnet_has_the_paper_layer_names_and_documented_shapes():
+    shapes = sampling.layer_shapes(models.MiniAlexNet().eval(), torch.zeros(1, 28, 28), models.LAYER_TABLE)
+    assert shapes == {"conv1": (24, 28, 28), "conv2": (48, 14, 14), "conv3": (64, 7, 7),
+                      "conv4": (48, 7, 7), "conv5": (48, 7, 7), "fc1": (256,), "fc2": (256,), "fc3": (10,)}
+
+
+def test_unknown_layer_is_an_error_listing_valid_ones():
+    with pytest.raises(ValueError, match=r"\['pool5'\]; valid layers are \['conv1', 'conv2'"):
+        models.layer_paths(["conv1", "pool5"])
+
+
+def test_unknown_model_is_an_error():
+    with pytest.raises(ValueError, match="model='vgg' is unknown"):
+        models.load_model(load_profile("smoke", model="vgg"))
+
+
+def test_alexnet_loads_through_torchvision_weights_cache(alexnet_cache):
+    model, info = models.load_alexnet()
+    assert info["id"] == "torchvision:AlexNet_Weights.IMAGENET1K_V1"
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, alexnet_cache[k])
+
+
+def test_missing_alexnet_weights_name_the_cache(tmp_path, monkeypatch):
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FileNotFoundError, match=r"not in torch's cache .*alexnet-owt-7be5be79.pth.*TORCH_HOME"):
+        models.load_alexnet()
+
+
+def test_quick_model_reaches_85_percent_and_its_sidecar_is_true():
+    """Trains the quick profile's model if it is not cached yet (about 2 minutes on 2 cores)."""
+    p = load_profile("quick")
+    model, info = models.load_model(p, device="cpu")
+    test = data.load_dataset(p, "test")
+    acc = models.evaluate(model, test, device="cpu")
+    assert acc == pytest.approx(info["test_accuracy"], abs=1e-9)
+    assert acc >= 0.85
+
+
+def test_corrupt_checkpoint_says_how_to_fix(tmp_path):
+    p = load_profile("smoke", data_dir=str(tmp_path))
+    models.load_model(p, device="cpu")
+    (p.artifact("model") / "model.pt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt or not a mini_alexnet checkpoint.*delete"):
+        models.load_model(p, device="cpu")
+
+
+def test_training_is_reproducible(tmp_path):
+    p = load_profile("smoke", train_limit=256, n_eval=64)
+    a, acc_a = models.train_mini_alexnet(p, device="cpu")
+    b, acc_b = models.train_mini_alexnet(p, device="cpu")
+    assert acc_a == acc_b
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert np.isfinite(acc_a)

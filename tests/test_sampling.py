@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from helpers import sampling, store
+from helpers.models import LAYER_TABLE, MiniAlexNet
+from tests.conftest import RandomImages
+
+ALL = tuple(LAYER_TABLE)
+
+
+@pytest.fixture(scope="module")
+def alexnet():
+    torch.manual_seed(0)
+    return torchvision.models.alexnet(weights=None).eval()
+
+
+def _recompute(model, x, layer):
+    """The layer's output computed separately, by slicing torchvision's Sequentials."""
+    part, i = LAYER_TABLE[layer].split(".")
+    i = int(i)
+    with torch.no_grad():
+        if part == "features":
+            return model.features[: i + 1](x)
+        h = torch.flatten(model.avgpool(model.features(x)), 1)
+        return model.classifier[: i + 1](h)
+
+
+def _sample(model, data, folder, **kw):
+    kw.setdefault("batch_size", 4)
+    sampling.sample_activations(model, data, kw.pop("layers", ALL), folder, **kw)
+    return {layer: sampling.open_sample(folder, layer) for layer in kw.get("layers_read", ALL)}
+
+
+def test_alexnet_sample_is_pre_relu_and_equals_recomputed_outputs(alexnet, tmp_path):
+    data = RandomImages(n=6)
+    sample = _sample(alexnet, data, tmp_path / "s", seed=0)
+    for layer in ALL:
+        X, loc = (np.array(a) for a in sample[layer])
+        assert (X < 0).any(), f"{layer}: no negative values, so not pre-ReLU"
+        out = _recompute(alexnet, data.x[loc[:, 0]], layer)
+        if out.ndim == 4:
+            expect = out[torch.arange(len(loc)), :, loc[:, 1], loc[:, 2]]
+        else:
+            expect = out
+            assert (loc[:, 1:] == -1).all()
+        np.testing.assert_allclose(X, expect.numpy(), rtol=1e-4, atol=1e-4, err_msg=layer)
+
+
+def test_alexnet_layer_shapes_match_the_paper_table(alexnet):
+    shapes = sampling.layer_shapes(alexnet, torch.zeros(3, 224, 224), ALL)
+    assert list(shapes) == list(ALL)  # execution order
+    assert shapes["conv1"] == (64, 55, 55) and shapes["conv2"] == (192, 27, 27)
+    assert [shapes[f"conv{i}"][0] for i in (3, 4, 5)] == [384, 256, 256]
+    assert shapes["fc1"] == (4096,) and shapes["fc3"] == (1000,)
+
+
+def test_capture_without_a_copy_would_be_post_relu(alexnet):
+    """The pitfall the sampler avoids: torchvision's in-place ReLU rewrites the hooked tensor."""
+    with torch.no_grad(), sampling.capture(alexnet, ["conv1"], pick=lambda n, out: out) as out:
+        alexnet(torch.randn(1, 3, 224, 224))
+    assert (out["conv1"] >= 0).all()
+
+
+def test_hooks_are_removed_even_after_an_error(alexnet):
+    with pytest.raises(RuntimeError):
+        with sampling.capture(alexnet, ALL):
+            alexnet(torch.zeros(1, 5, 224, 224))  # wrong channel count
+    assert all(not m._forward_hooks for m in alexnet.modules())
+
+
+def test_same_seed_same_sample_other_seed_other_positions(tmp_path):
+    torch.manual_seed(0)
+    model, data = MiniAlexNet().eval(), RandomImages(n=40, shape=(1, 28, 28))
+    a = _sample(model, data, tmp_path / "a", seed=0)
+    a2 = _sample(model, data, tmp_path / "a2", seed=0)
+    b = _sample(model, data, tmp_path / "b", seed=0, batch_size=7)
+    c = _sample(model, data, tmp_path / "c", seed=1)
+    for layer in ALL:
+        np.testing.assert_array_equal(a[layer][0], a2[layer][0])
+        np.testing.assert_array_equal(a[layer][1], a2[layer][1])
+        # positions do not depend on the batch size; values only up to float rounding
+        np.testing.assert_array_equal(a[layer][1], b[layer][1])
+        np.testing.assert_allclose(a[layer][0], b[layer][0], atol=1e-6)
+    for layer in ("conv1", "conv3", "conv5"):
+        assert (a[layer][1][:, 1:] != c[layer][1][:, 1:]).any()
+    np.testing.assert_array_equal(a["fc1"][0], c["fc1"][0])  # fc layers have no positions
+
+
+def test_positions_are_spread_over_the_map():
+    pos = sampling.draw_positions({"conv1": (4, 5, 6)}, 5000, seed=0)["conv1"]
+    assert pos[:, 0].min() == 0 and pos[:, 0].max() == 4 and pos[:, 1].max() == 5
+    counts = np.bincount(pos[:, 0] * 6 + pos[:, 1], minlength=30)
+    assert counts.min() > 100  # uniform: about 167 each
+
+
+def test_interrupted_sample_resumes_without_recomputing(tmp_path):
+    torch.manual_seed(0)
+    model = MiniAlexNet().eval()
+    whole = _sample(model, RandomImages(n=30, shape=(1, 28, 28)), tmp_path / "whole", seed=0)
+
+    broken = RandomImages(n=30, shape=(1, 28, 28), fail_at=17)
+    with pytest.raises(KeyboardInterrupt):
+        sampling.sample_activations(model, broken, ALL, tmp_path / "s", seed=0, batch_size=4,
+                                    flush_seconds=0)
+    assert not (tmp_path / "s").exists() and (tmp_path / "s.partial").exists()
+    progress = store.read_json(tmp_path / "s.partial" / "progress.json")
+    assert progress["rows_done"] == 16
+
+    again = RandomImages(n=30, shape=(1, 28, 28))
+    sampling.sample_activations(model, again, ALL, tmp_path / "s", seed=0, batch_size=4)
+    assert again.reads == 30 - 16 + 1  # the rest, plus the shape probe
+    for layer in ALL:
+        X, loc = sampling.open_sample(tmp_path / "s", layer)
+        np.testing.assert_array_equal(X, whole[layer][0])
+        np.testing.assert_array_equal(loc, whole[layer][1])
+
+
+def test_finished_sample_is_reused_and_other_settings_refused(tmp_path):
+    torch.manual_seed(0)
+    model, data = MiniAlexNet().eval(), RandomImages(n=8, shape=(1, 28, 28))
+    sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)
+    data.reads = 0
+    sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)
+    assert data.reads == 1  # only the shape probe
+    with pytest.raises(store.StaleArtifactError, match=r"seed=0 \(asked: 1\)"):
+        sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=1)
+    with pytest.raises(ValueError, match=r"layer='fc1' is not in the sample"):
+        sampling.open_sample(tmp_path / "s", "fc1")
+
+
+def test_unknown_layer_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['conv9'\]; valid layers are \['conv1'"):
+        sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv9"], tmp_path / "s")
