@@ -56,6 +56,7 @@ class StreamingMoments:
     def __init__(self):
         self.n_samples_seen_ = 0
         self._shift = self._s1 = self._s2 = None
+        self._scratch = None  # reused for the shifted chunk: fresh pages cost more than the subtraction
 
     def partial_fit(self, X) -> "StreamingMoments":
         """Add the rows of ``X`` (ndarray of shape (m, d)) to the sums."""
@@ -66,10 +67,17 @@ class StreamingMoments:
             d = X.shape[1]
             self._shift = X.mean(axis=0, dtype=np.float64)
             self._s1, self._s2 = np.zeros(d), np.zeros((d, d))
-        Xs = X - self._shift.astype(X.dtype)
+        if self._scratch is None or self._scratch.dtype != X.dtype or len(self._scratch) < len(X):
+            self._scratch = np.empty_like(X)
+        Xs = np.subtract(X, self._shift.astype(X.dtype), out=self._scratch[: len(X)])
         self._s1 += Xs.sum(axis=0, dtype=np.float64)
         self._s2 += Xs.T @ Xs  # symmetric: numpy calls syrk
         self.n_samples_seen_ += len(X)
+        return self
+
+    def release(self) -> "StreamingMoments":
+        """Free the chunk-sized scratch buffer (done by ``fit`` at its end)."""
+        self._scratch = None
         return self
 
     def _check(self):
@@ -127,6 +135,7 @@ class _Basis:
         self._moments = StreamingMoments()
         for start in range(0, len(X), chunk_size):
             self._moments.partial_fit(X[start:start + chunk_size])
+        self._moments.release()
         self._solved = None
         return self
 
@@ -277,11 +286,14 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
     Memory: two ``d x d`` float64 sums plus one chunk, whatever ``n``.
     """
     pre, post = StreamingMoments(), StreamingMoments()
+    relu = None
     for start in tqdm(range(0, len(X), chunk_size), desc=desc, leave=False):
         chunk = np.asarray(X[start:start + chunk_size])
         pre.partial_fit(chunk)
         if post_relu:
-            post.partial_fit(np.maximum(chunk, 0))
+            relu = np.empty_like(chunk) if relu is None or len(relu) < len(chunk) else relu
+            post.partial_fit(np.maximum(chunk, 0, out=relu[: len(chunk)]))
+    pre.release(), post.release()
     bases = {"pca_pre_relu": PCABasis.from_moments(pre), "neuron_pre_relu": NeuronBasis.from_moments(pre)}
     if post_relu:
         bases["pca_post_relu"] = PCABasis.from_moments(post)

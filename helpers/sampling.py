@@ -9,6 +9,7 @@ interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 
@@ -135,16 +136,16 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     Notes
     -----
     Memory: one batch of activations on the device and the host, plus the
-    locations (12 bytes per image per layer); the samples themselves go
-    straight to disk, so a split of any size fits.
+    positions and locations (20 bytes per image per layer); the samples
+    themselves go straight to disk, so a split of any size fits.
     """
     device = get_device(device)
     model = model.eval().to(device)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     n = len(indices)
     shapes = layer_shapes(model, dataset[int(indices[0])][0].to(device), layers)
-    params = {"layers": list(layers), "seed": seed, "n": n, "indices_head": indices[:8].tolist(),
-              **(tag or {})}
+    params = {"layers": list(layers), "seed": seed, "n": n,
+              "images": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()[:16], **(tag or {})}
     try:
         return store.read_meta(folder, params, MADE_BY)
     except FileNotFoundError:
@@ -160,13 +161,13 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
         if not done:
             loc = np.column_stack([indices, positions[name]]).astype(np.int32)
             np.save(partial / f"{name}_loc.npy", loc)
-        where[name] = torch.from_numpy(positions[name]).long()
+        where[name] = torch.from_numpy(positions[name])
 
     rows = slice(0, 0)
 
     def pick(name, out):
         if out.ndim == 4:  # (B, C, H, W): advanced indexing copies, before the in-place ReLU
-            yx = where[name][rows].to(out.device)
+            yx = where[name][rows].to(out.device).long()
             return out[torch.arange(len(out), device=out.device), :, yx[:, 0], yx[:, 1]]
         return out.detach().clone()
 

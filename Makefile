@@ -1,0 +1,51 @@
+# make figures   - every figure of the offline quick profile (sets itself up)
+# make test      - the test suite (sets itself up)
+# make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended)
+PYTHON   ?= python3
+VENV     ?= .venv
+PROFILE  ?= quick
+IMAGENET ?=
+# FAISS build: cpu, or gpu (faiss-gpu-cu12) with `make setup FAISS=gpu`
+FAISS    ?= cpu
+PY       := $(VENV)/bin/python
+FASHION  := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup fashion-mnist figures paper test lab bench clean
+
+setup: $(VENV)/.installed fashion-mnist
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,$(FAISS)]'
+	touch $@
+
+# Debian's dataset-fashion-mnist where apt is usable; otherwise data/raw/ or
+# torchvision's download are tried on first use (helpers/data.py).
+fashion-mnist:
+	@if [ -d $(FASHION) ] || ls data/raw/*idx* >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST: no apt; put the IDX files in data/raw/ or let torchvision download them"; fi
+
+figures: setup
+	$(PY) -m helpers.run --profile $(PROFILE)
+
+paper: setup
+	@test -n "$(IMAGENET)" || { echo "usage: make paper IMAGENET=/path/to/imagenet (holding train/ and val/)"; exit 2; }
+	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET)
+
+test: setup
+	$(PY) -m pytest
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) bench/pca.py
+	$(PY) bench/sampling.py
+
+clean:
+	rm -rf data/smoke figures/smoke
