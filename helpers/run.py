@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import PROFILES, ROOT, load_profile
+from .config import PROFILES, ROOT, SETTINGS, load_profile
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -65,7 +65,7 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None,
 
     parameters = {"profile": profile, **(parameters or {})}
     settings = {k: v for k, v in parameters.items() if k != "profile"}
-    p = load_profile(profile, **{k: v for k, v in settings.items() if k in _profile_fields()})
+    p = load_profile(profile, **{k: v for k, v in settings.items() if k in SETTINGS})
     notebooks = find_notebooks(only, folder)
     declared = {name for nb in notebooks for name in pm.inspect_notebook(str(nb))}
     unknown = sorted(set(parameters) - declared)
@@ -85,14 +85,6 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None,
             ) from None
         done.append(out)
     return done
-
-
-def _profile_fields():
-    import dataclasses
-
-    from .config import Profile
-
-    return {f.name for f in dataclasses.fields(Profile)}
 
 
 def main(argv=None) -> int:

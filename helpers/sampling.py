@@ -143,6 +143,8 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     model = model.eval().to(device)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     n = len(indices)
+    if n == 0:
+        raise ValueError("no images to sample: the dataset or the selection (indices, n_sample) is empty.")
     shapes = layer_shapes(model, dataset[int(indices[0])][0].to(device), layers)
     params = {"layers": list(layers), "seed": seed, "n": n,
               "images": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()[:16], **(tag or {})}

@@ -133,3 +133,9 @@ def test_finished_sample_is_reused_and_other_settings_refused(tmp_path):
 def test_unknown_layer_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"unknown layer\(s\) \['conv9'\]; valid layers are \['conv1'"):
         sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv9"], tmp_path / "s")
+
+
+def test_empty_selection_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no images to sample"):
+        sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv1"], tmp_path / "s",
+                                    indices=[])
