@@ -61,6 +61,17 @@ class Profile:
         ``"cuda"``, ``"cpu"``, ...; ``None`` picks CUDA when available.
     pca_chunk : int
         Rows per block when streaming activations through the PCA.
+    index_cap : int or None
+        Most eval positions indexed per layer (a seeded subsample); ``None``: all.
+    index_kind, nlist, nprobe : str, int, int
+        FAISS index: ``"flat"`` (exact L2) or ``"ivf"`` with ``nlist`` lists
+        searched with ``nprobe``.
+    n_targets, n_neighbours : int
+        Targets per basis vector (m, grid columns) and patches per target (k, rows).
+    thumb : int
+        Side of a patch thumbnail in pixels.
+    n_show : int
+        Basis vectors per basis shown in the per-layer figures.
     data_dir, figures_dir : str or None
         Where artifacts and figures go; ``None`` means
         ``<project>/data/<name>`` and ``<project>/figures/<name>``.
@@ -82,6 +93,14 @@ class Profile:
     seed: int = 0
     device: str | None = None
     pca_chunk: int = 16384
+    index_cap: int | None = 100_000
+    index_kind: str = "flat"
+    nlist: int = 1024
+    nprobe: int = 16
+    n_targets: int = 10
+    n_neighbours: int = 5
+    thumb: int = 32
+    n_show: int = 5
     data_dir: str | None = None
     figures_dir: str | None = None
 
@@ -108,12 +127,13 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", n_sample=320, n_eval=192, train_epochs=1, train_limit=1024,
-        batch_size=64, pca_chunk=100,
+        batch_size=64, pca_chunk=100, index_cap=2000, nlist=16, nprobe=4, thumb=16,
     ),
     "quick": Profile(name="quick"),
     "paper": Profile(
         name="paper", dataset="imagenet", model="alexnet", eval_split="val",
-        batch_size=256, num_workers=8, pca_chunk=16384,
+        batch_size=256, num_workers=8, pca_chunk=16384, index_cap=2_000_000, nlist=4096,
+        nprobe=32, thumb=64,
     ),
 }
 

@@ -68,3 +68,46 @@ def explained_variance(ratios: dict, thresholds=(0.8, 0.99)):
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def basis_grids(layer: str, pcs: list, neurons: list):
+    """Figs. 2–4, 16–20: grids of the top PCs (left) and top neurons (right) of one layer.
+
+    ``pcs`` and ``neurons`` are lists of dicts from ``Visualizer.grid`` (``image``, ``label``).
+    """
+    rows = max(len(pcs), len(neurons))
+    h, w = pcs[0]["image"].shape[:2]
+    fig, axes = plt.subplots(rows, 2, figsize=(2 * 4.2, rows * 4.2 * h / w + 0.6), squeeze=False)
+    for col, grids in enumerate((pcs, neurons)):
+        for row in range(rows):
+            ax = axes[row, col]
+            ax.axis("off")
+            if row < len(grids):
+                image = grids[row]["image"]
+                ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+                ax.set_title(grids[row]["label"].split(" ", 1)[1], fontsize=8)
+    axes[0, 0].text(0.5, 1.25, "principal components", transform=axes[0, 0].transAxes, ha="center")
+    axes[0, 1].text(0.5, 1.25, "neurons", transform=axes[0, 1].transAxes, ha="center")
+    fig.suptitle(f"{layer}: targets along each basis vector (columns, low to high), nearest patches (rows)",
+                 fontsize=9, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def toy_distance_vs_activation(toy: dict):
+    """Fig. 12: activation maximisation drifts off V1; distance minimisation stays on it."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), sharex=True, sharey=True)
+    for ax, key, title in ((axes[0], "activation_max", "activation maximisation"),
+                           (axes[1], "distance_min", "distance minimisation")):
+        ax.scatter(*toy["data"].T, s=3, color="0.75", label="activations")
+        mean, v1 = toy["mean"], toy["v1"]
+        span = np.abs(toy["data"] - mean).max()
+        ax.plot(*np.stack([mean - span * v1, mean + span * v1]).T, color="k", lw=1, label="V1")
+        if key == "distance_min":
+            ax.scatter(*toy["targets"].T, marker="x", color="k", s=25, label="targets")
+        ax.scatter(*toy[key].T, color="tab:blue", s=28, zorder=3, label="visualisations")
+        ax.set_title(title)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -37,6 +37,14 @@ num_workers = None
 seed = None
 device = None  # "cuda", "cpu"; None: CUDA when available
 pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
 data_dir = None
 figures_dir = None
 

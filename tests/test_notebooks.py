@@ -1,4 +1,5 @@
 """The notebooks: committed clean, paired with their .py, and run headless by papermill."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+from PIL import Image
 
 from helpers.config import ROOT, SETTINGS, load_profile
 
@@ -38,11 +40,18 @@ def _papermill(nb, out, **params):
     assert done.returncode == 0, f"{nb.name} failed; see {out}\n{done.stderr[-3000:]}"
 
 
-def test_01_and_02_run_alone_with_papermill_on_smoke(tmp_path):
-    dirs = {"data_dir": tmp_path / "data", "figures_dir": tmp_path / "figures"}
-    for nb in NOTEBOOKS[:2]:
-        _papermill(nb, tmp_path / nb.name, profile="smoke", **dirs)
-    p = load_profile("smoke", data_dir=str(dirs["data_dir"]), figures_dir=str(dirs["figures_dir"]))
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Every notebook run alone with the papermill CLI on the smoke profile, in order."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    dirs = {"data_dir": tmp / "data", "figures_dir": tmp / "figures"}
+    for nb in NOTEBOOKS:
+        _papermill(nb, tmp / nb.name, profile="smoke", **dirs)
+    return load_profile("smoke", **{k: str(v) for k, v in dirs.items()})
+
+
+def test_01_02_sample_and_explained_variance(smoke):
+    p = smoke
     for ext in (".png", ".pdf"):
         assert p.figure("fig05_explained_variance").with_suffix(ext).stat().st_size > 1000
     table = pd.read_csv(p.figure("explained_variance_counts.csv"))
@@ -54,3 +63,35 @@ def test_01_and_02_run_alone_with_papermill_on_smoke(tmp_path):
     wide = table.pivot(index="layer", columns="curve", values="k80")
     assert (wide.pca_pre_relu <= wide.neuron_pre_relu).all()
     assert len(np.load(p.artifact("sample") / "conv1.npy")) == p.n_sample
+
+
+def test_03_04_index_grids_and_figures(smoke):
+    p = smoke
+    meta = json.loads((p.artifact("index") / "meta.json").read_text())
+    assert meta["vectors"]["conv1"] == p.index_cap and meta["vectors"]["fc1"] == p.n_eval
+    for layer in p.layers:
+        for ext in (".png", ".pdf"):
+            assert p.figure(f"fig_grids_{layer}").with_suffix(ext).exists()
+        grids = sorted(path.name for path in (p.artifact("grids") / layer).glob("*.png"))
+        expect = [f"{b}_{j:04d}.png" for b in ("neuron", "pca") for j in range(1, p.n_show + 1)]
+        assert grids == expect
+        image = np.asarray(Image.open(p.artifact("grids") / layer / "pca_0001.png"))
+        gap = 2
+        assert image.shape[:2] == (p.n_neighbours * (p.thumb + gap) - gap, p.n_targets * (p.thumb + gap) - gap)
+    assert p.figure("fig12_toy_distance_vs_activation").with_suffix(".pdf").exists()
+
+
+def test_explorer_shows_the_chosen_grid(smoke):
+    from helpers.explorer import explorer
+
+    panel = explorer(profile=smoke)
+    (pick_profile, pick_layer), (pick_basis, pick_comp) = (panel.children[0].children, panel.children[1].children)
+    label, picture = panel.children[2], panel.children[3]
+    assert picture.value == b""  # nothing computed until a choice changes
+    pick_layer.value = "conv2"
+    pick_basis.value = "neuron"
+    pick_comp.value = 3
+    assert picture.value[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "conv2 neuron" in label.value and "% of variance" in label.value
+    pick_basis.value = "pca"
+    assert "conv2 PC 3" in label.value

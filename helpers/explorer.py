@@ -1,0 +1,78 @@
+"""An ipywidgets panel to browse any basis vector's grid, like the authors' web demo.
+
+Pick profile, layer, basis and component (1 … d, descending variance); the grid
+and its explained-variance ratio appear, computed live from the profile's
+artifacts (01–03). Building the panel computes nothing until a choice changes,
+so notebooks run under papermill unchanged.
+"""
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from .config import load_profile
+from .data import load_dataset
+from .models import load_model
+from .receptive import receptive_fields
+from .visualize import BASES, Visualizer
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).resize(
+        (image.shape[1] * 2, image.shape[0] * 2), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def visualizer_for(profile) -> Visualizer:
+    """A :class:`Visualizer` over a profile's eval images and model's receptive fields."""
+    model, _ = load_model(profile, device="cpu", train=False)
+    images = load_dataset(profile, profile.eval_split)
+    fields = receptive_fields(model, profile.layers, images[0][0])
+    return Visualizer(profile, images, fields, device=profile.device)
+
+
+def explorer(profiles=("quick", "smoke", "paper"), profile=None, **overrides):
+    """The panel (an ``ipywidgets.VBox``). ``profile`` preselects one; overrides apply to all."""
+    import ipywidgets as w
+
+    first = profile.name if hasattr(profile, "name") else (profile or profiles[0])
+    names = list(dict.fromkeys([first, *profiles]))
+    cache = {}
+    pick_profile = w.Dropdown(options=names, value=first, description="profile")
+    pick_layer = w.Dropdown(description="layer")
+    pick_basis = w.ToggleButtons(options=list(BASES), description="basis")
+    pick_comp = w.BoundedIntText(value=1, min=1, max=1, description="component")
+    label, picture = w.HTML(), w.Image(format="png")
+
+    def current():
+        name = pick_profile.value
+        if name not in cache:
+            p = profile if hasattr(profile, "name") and profile.name == name else load_profile(name, **overrides)
+            cache[name] = visualizer_for(p)
+        return cache[name]
+
+    def on_profile(_=None):
+        try:
+            pick_layer.options = list(load_profile(pick_profile.value, **overrides).layers)
+        except ValueError as e:
+            label.value = f"<b>{e}</b>"
+
+    def on_show(_=None):
+        try:
+            vis = current()
+            d = len(vis.layer(pick_layer.value)["bases"][pick_basis.value].components_)
+            pick_comp.max = d
+            g = vis.grid(pick_layer.value, pick_basis.value, min(pick_comp.value, d) - 1)
+        except (FileNotFoundError, ValueError) as e:
+            label.value = f"<b>{e}</b>"
+            return
+        label.value = f"<b>{g['label']}</b> — columns: targets from the lowest to the highest projection"
+        picture.value = _png(g["image"])
+
+    on_profile()  # fill the layer list before anything listens
+    pick_profile.observe(on_profile, names="value")
+    for widget in (pick_layer, pick_basis, pick_comp):
+        widget.observe(on_show, names="value")
+    return w.VBox([w.HBox([pick_profile, pick_layer]), w.HBox([pick_basis, pick_comp]), label, picture])

@@ -1,0 +1,174 @@
+"""Step 3 of the method: a FAISS index of patch activations per layer.
+
+For each layer, the pre-ReLU activation vectors at every spatial position of
+the eval images (or a seeded subsample of ``cap`` positions), centred with the
+sample mean, go into a FAISS index; their ``(image, y, x)`` are kept beside it.
+Exact ``IndexFlatL2`` by default; ``IndexIVFFlat`` (``nlist`` lists, searched
+with ``nprobe``) for paper-scale sets, its quantiser trained on the layer's
+sample from 01 (the same distribution, available before the pass). Indexes are
+built on the CPU, saved, and moved to a GPU for search when faiss has one.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from . import store
+from .models import get_device
+from .sampling import capture, forward_until, layer_shapes
+
+log = logging.getLogger(__name__)
+MADE_BY = "03_index (python -m helpers.run --only 03)"
+
+
+def as_float32(X, d: int | None = None, name: str = "X") -> np.ndarray:
+    """``X`` as a C-contiguous float32 matrix, checking its width against ``d``."""
+    X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d); got shape {X.shape}.")
+    if d is not None and X.shape[1] != d:
+        raise ValueError(f"{name} has {X.shape[1]} dimensions but the index has {d}; use the same layer.")
+    return X
+
+
+def new_index(d: int, kind: str = "flat", nlist: int = 1024, train=None, seed: int = 0):
+    """An empty CPU index: ``"flat"`` (exact L2) or ``"ivf"`` trained on ``train`` (n, d)."""
+    if kind == "flat":
+        return faiss.IndexFlatL2(d)
+    if kind != "ivf":
+        raise ValueError(f"index kind={kind!r} is unknown; use 'flat' (exact) or 'ivf'.")
+    if train is None or len(train) < nlist:
+        raise ValueError(f"an IVF index with nlist={nlist} needs at least {nlist} training vectors; "
+                         "lower nlist or use kind='flat'.")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(train), size=min(len(train), 256 * nlist), replace=False))
+    index.cp.seed = seed
+    index.train(as_float32(train[rows], d, "train"))
+    return index
+
+
+def to_device(index, device=None):
+    """Move a CPU index to GPU 0 when faiss has a GPU and ``device`` allows; logs the backend."""
+    want_gpu = device is None or str(device).startswith("cuda")
+    if want_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        res = faiss.StandardGpuResources()
+        gpu = faiss.index_cpu_to_gpu(res, 0, index)
+        gpu.referenced_resources = res
+        log.info("faiss: %s on GPU", type(index).__name__)
+        return gpu
+    log.info("faiss: %s on CPU (%d threads)", type(index).__name__, faiss.omp_get_max_threads())
+    return index
+
+
+def search(index, queries, k: int):
+    """``(distances, ids)`` of the ``k`` nearest indexed vectors to each query (squared L2)."""
+    return index.search(as_float32(queries, index.d, "queries"), k)
+
+
+def choose_positions(n_images: int, hw: int, cap: int | None, seed: int) -> np.ndarray | None:
+    """Sorted flat ids ``image * hw + position`` of a seeded subsample of at most ``cap``; None: all."""
+    total = n_images * hw
+    if cap is None or cap >= total:
+        return None
+    return np.sort(np.random.default_rng([seed, 3]).choice(total, size=cap, replace=False))
+
+
+def index_activations(model, dataset, layers, means: dict, folder, *, indices=None, cap=None,
+                      kind: str = "flat", nlist: int = 1024, train: dict | None = None, seed: int = 0,
+                      batch_size: int = 256, num_workers: int = 0, device=None, tag=None,
+                      profile: str = "") -> dict:
+    """Index every (or a capped subsample of every) position of ``layers`` over ``dataset``.
+
+    Parameters
+    ----------
+    means : dict
+        ``{layer: ndarray of shape (d,)}``, the sample mean; vectors are centred with it.
+    cap : int, optional
+        Most positions per layer (seeded subsample); ``None``: all.
+    train : dict, optional
+        ``{layer: (n, d) array}`` of vectors to train an IVF quantiser (centred here).
+
+    Returns
+    -------
+    dict
+        The sidecar. Files: ``<layer>.faiss`` (CPU index) and ``<layer>_loc.npy``
+        int32 of shape (N, 3) holding ``(image, y, x)`` of each indexed vector.
+
+    Notes
+    -----
+    Memory: the indexes themselves (``N * d * 4`` bytes per layer for Flat and
+    IVF-Flat) plus one batch of activations.
+    """
+    device = get_device(device)
+    model = model.eval().to(device)
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    shapes = layer_shapes(model, dataset[int(indices[0])][0].to(device), layers)
+    params = {"layers": list(layers), "n": len(indices), "cap": cap, "kind": kind, "seed": seed,
+              **({"nlist": nlist} if kind == "ivf" else {}), **(tag or {})}
+    try:
+        return store.read_meta(folder, params, MADE_BY)
+    except FileNotFoundError:
+        pass
+    partial, _ = store.begin(folder, params, MADE_BY)
+    hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
+    chosen = {name: choose_positions(len(indices), hw[name], cap, seed) for name in shapes}
+    mean = {name: torch.as_tensor(np.asarray(means[name], np.float32)) for name in shapes}
+    indexes = {name: new_index(s[0], kind, nlist, None if train is None else
+                               np.asarray(train[name], np.float32) - mean[name].numpy(), seed)
+               for name, s in shapes.items()}
+    locs = {name: [] for name in shapes}
+    start = 0
+    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    with torch.no_grad(), capture(model, layers, stop_after=list(shapes)[-1]) as out, \
+            tqdm(total=len(indices), desc="index activations", unit="img") as bar:
+        for x, _ in loader:
+            forward_until(model, x.to(device, non_blocking=True))
+            for name, shape in shapes.items():
+                a = out[name].float().cpu()
+                if a.ndim == 4:  # (B, C, H, W) -> (B * H * W, C), row = image * H * W + y * W + x
+                    a = a.permute(0, 2, 3, 1).reshape(-1, shape[0])
+                flat = np.arange(start * hw[name], (start + len(x)) * hw[name])
+                if chosen[name] is not None:
+                    lo, hi = np.searchsorted(chosen[name], [flat[0], flat[-1] + 1])
+                    flat = chosen[name][lo:hi]
+                    a = a[torch.from_numpy(flat - start * hw[name])]
+                indexes[name].add(as_float32((a - mean[name]).numpy()))
+                image, pos = np.divmod(flat, hw[name])
+                w = shape[2] if len(shape) == 3 else 1
+                yx = np.stack([pos // w, pos % w], 1) if len(shape) == 3 else np.full((len(pos), 2), -1)
+                locs[name].append(np.column_stack([indices[image], yx]).astype(np.int32))
+            start += len(x)
+            bar.update(len(x))
+    files = []
+    for name in shapes:
+        faiss.write_index(indexes[name], str(partial / f"{name}.faiss"))
+        np.save(partial / f"{name}_loc.npy", np.concatenate(locs[name]))
+        files += [f"{name}.faiss", f"{name}_loc.npy"]
+    return store.commit(partial, folder, params, profile, "index", files,
+                        extra={"shapes": {k: list(v) for k, v in shapes.items()},
+                               "vectors": {k: int(sum(len(v) for v in locs[k])) for k in shapes}})
+
+
+def load_index(folder, layer: str, nprobe: int | None = None, device=None):
+    """``(index, loc)`` of one layer: the FAISS index (on GPU when available) and (N, 3) locations."""
+    folder = Path(folder)
+    meta = store.read_meta(folder, made_by=MADE_BY)
+    if layer not in meta["shapes"]:
+        raise ValueError(f"layer={layer!r} is not indexed in {folder} (it has {list(meta['shapes'])}); "
+                         "rerun 03_index with that layer.")
+    try:
+        index = faiss.read_index(str(folder / f"{layer}.faiss"))
+    except RuntimeError as e:
+        raise ValueError(f"{folder / f'{layer}.faiss'} is corrupt ({str(e).splitlines()[0]}); "
+                         f"delete {folder} and rerun 03_index.") from None
+    if nprobe is not None and hasattr(index, "nprobe"):
+        index.nprobe = nprobe
+    return to_device(index, device), store.open_array(folder, f"{layer}_loc")

@@ -1,0 +1,147 @@
+"""Step 4 of the method: points along a basis vector, their nearest patches, the grid.
+
+For a basis vector ``v`` of a layer, ``m`` targets ``mean + t * v`` are placed
+with ``t`` evenly spaced from the smallest to the largest projection of the
+sample on ``v``; for each target the ``k`` nearest indexed patches (L2) are
+found, and shown as a grid: columns = targets left to right, rows = neighbours.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .bases import load_basis
+from .receptive import crop
+from .sampling import open_sample
+from .search import load_index, search
+
+BASES = {"pca": "pca_pre_relu", "neuron": "neuron_pre_relu"}
+
+
+def projection_range(X, basis, chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest projection of the sample on every basis vector.
+
+    ``X`` (n, d) is streamed in chunks; memory ``chunk_size * d`` plus ``d**2``.
+    Returns two arrays of shape (n_components,).
+    """
+    V, mean = basis.components_, basis.mean_
+    lo = np.full(len(V), np.inf)
+    hi = np.full(len(V), -np.inf)
+    for start in range(0, len(X), chunk_size):
+        t = (np.asarray(X[start:start + chunk_size], np.float64) - mean) @ V.T
+        lo, hi = np.minimum(lo, t.min(0)), np.maximum(hi, t.max(0))
+    return lo, hi
+
+
+def targets(lo: float, hi: float, m: int) -> np.ndarray:
+    """``m`` coefficients evenly spaced from ``lo`` to ``hi``."""
+    return np.linspace(lo, hi, m)
+
+
+def patch_grid(images, locs, field, thumb: int, gap: int = 2, background: int = 255) -> np.ndarray:
+    """Grid of patches: ``locs`` of shape (m, k, 3) -> image with k rows and m columns.
+
+    ``images`` has ``display(i)``; ``field`` is the layer's receptive field (None: whole image).
+    Returns ndarray of shape (k * (thumb + gap) - gap, m * (thumb + gap) - gap, C), uint8.
+    """
+    m, k, _ = locs.shape
+    first = images.display(int(locs[0, 0, 0]))
+    c = first.shape[2]
+    out = np.full((k * (thumb + gap) - gap, m * (thumb + gap) - gap, c), background, np.uint8)
+    for col in range(m):
+        for row in range(k):
+            image, y, x = (int(v) for v in locs[col, row])
+            box = None if field is None else field.box(y, x)
+            patch = crop(images.display(image), box, thumb)
+            top, left = row * (thumb + gap), col * (thumb + gap)
+            out[top:top + thumb, left:left + thumb] = patch
+    return out
+
+
+class Visualizer:
+    """Grids for any layer, basis and component of a profile's artifacts (02 and 03).
+
+    Parameters
+    ----------
+    profile : Profile
+    images : Dataset with ``display(i)``
+        The eval split (the indexed images).
+    fields : dict
+        ``{layer: Field or None}`` from ``receptive.receptive_fields``.
+
+    Per layer it loads the index, the bases and the projection ranges once
+    (a pass over the sample: ``O(n d**2)`` for PCA) and keeps them.
+    """
+
+    def __init__(self, profile, images, fields, device=None):
+        self.p, self.images, self.fields, self.device = profile, images, fields, device
+        self._layers = {}
+
+    def layer(self, layer: str) -> dict:
+        if layer not in self._layers:
+            p = self.p
+            index, loc = load_index(p.artifact("index"), layer, p.nprobe, self.device)
+            X, _ = open_sample(p.artifact("sample"), layer)
+            bases = {b: load_basis(p.artifact("bases"), layer, curve) for b, curve in BASES.items()}
+            ranges = {b: projection_range(X, basis) for b, basis in bases.items()}
+            self._layers[layer] = {"index": index, "loc": np.asarray(loc), "bases": bases, "ranges": ranges}
+        return self._layers[layer]
+
+    def grid(self, layer: str, basis: str = "pca", component: int = 0) -> dict:
+        """The grid of basis vector ``component`` (0-based, descending variance).
+
+        Returns a dict: ``image`` (uint8 array), ``t`` (m,), ``locs`` (m, k, 3),
+        ``ratio`` (its explained-variance ratio), ``label``.
+        """
+        if basis not in BASES:
+            raise ValueError(f"basis={basis!r} is unknown; use one of {list(BASES)}.")
+        info = self.layer(layer)
+        b = info["bases"][basis]
+        if not 0 <= component < len(b.components_):
+            raise ValueError(f"component={component} is out of range for {layer} "
+                             f"(1 to {len(b.components_)} in descending variance).")
+        v = b.components_[component]
+        lo, hi = (r[component] for r in info["ranges"][basis])
+        t = targets(lo, hi, self.p.n_targets)
+        _, ids = search(info["index"], t[:, None] * v[None, :], self.p.n_neighbours)
+        locs = info["loc"][ids]
+        image = patch_grid(self.images, locs, self.fields[layer], self.p.thumb)
+        ratio = float(b.explained_variance_ratio_[component])
+        name = f"PC {component + 1}" if basis == "pca" else f"neuron {int(b.order_[component])}"
+        return {"image": image, "t": t, "locs": locs, "ratio": ratio,
+                "label": f"{layer} {name} ({100 * ratio:.1f} % of variance)"}
+
+
+def save_grid(image: np.ndarray, path) -> Path:
+    """Save a grid as PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(path)
+    return path
+
+
+def toy_example(n: int = 2000, m: int = 7, seed: int = 0) -> dict:
+    """Fig. 12's toy: visualising basis vector V1 = (1, 0) of correlated 2-D activations.
+
+    Activation maximisation, regularised by the data's Gaussian prior,
+    ``argmax_a  V1·a - (a - mean)ᵀ Σ⁻¹ (a - mean) / (2c)  =  mean + c Σ V1``,
+    moves along ``Σ V1`` as the strength ``c`` grows: off the V1 axis, mixing
+    in the correlated direction. Distance minimisation takes the data points
+    nearest to targets ``mean + t V1`` and stays on the axis.
+    """
+    rng = np.random.default_rng(seed)
+    angle = np.deg2rad(35)
+    R = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    data = (rng.standard_normal((n, 2)) * [2.0, 0.6]) @ R.T
+    mean, cov = data.mean(0), np.cov(data, rowvar=False)
+    v1 = np.array([1.0, 0.0])
+    proj = (data - mean) @ v1
+    t = targets(proj.min(), proj.max(), m)
+    direction = cov @ v1
+    act_max = mean + np.linspace(0, proj.max(), m)[:, None] / (direction @ v1) * direction
+    goal = mean + t[:, None] * v1
+    dist_min = data[np.argmin(((data[None] - goal[:, None]) ** 2).sum(-1), axis=1)]
+    return {"data": data, "mean": mean, "v1": v1, "targets": goal, "activation_max": act_max,
+            "distance_min": dist_min}

@@ -1,0 +1,83 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Index the patch activations (FAISS)
+#
+# Step 3 of the method (paper §3.3): for each layer, the pre-ReLU activation
+# vectors at every spatial position of the eval images (or a seeded subsample
+# of `index_cap` positions per layer), centred with the sample mean, in a FAISS
+# index — exact `IndexFlatL2` by default, `IndexIVFFlat` with
+# `index_kind="ivf"` — with each vector's `(image, y, x)`. FAISS runs on a GPU
+# when it has one; the log says which backend.
+#
+# Reads `data/<profile>/model/`, `bases/` (means), `sample/` (IVF training);
+# writes `data/<profile>/index/`.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+import logging
+
+import pandas as pd
+
+from helpers import bases, data, models, sampling, search, store
+
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+# %%
+net, info = models.load_model(p, train=False)
+images = data.load_dataset(p, p.eval_split)
+indices = data.select(len(images), p.n_eval, p.seed)
+bases_meta = store.read_meta(p.artifact("bases"), made_by=bases.BASES_MADE_BY)
+means = {layer: bases.load_basis(p.artifact("bases"), layer).mean_ for layer in p.layers}
+train = None
+if p.index_kind == "ivf":
+    train = {layer: sampling.open_sample(p.artifact("sample"), layer)[0] for layer in p.layers}
+
+meta = search.index_activations(
+    net, images, p.layers, means, p.artifact("index"),
+    indices=indices, cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, train=train, seed=p.seed,
+    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
+    tag={"model": info["id"], "dataset": p.dataset, "split": p.eval_split, "bases": bases_meta["hash"]},
+)
+pd.DataFrame([{"layer": k, "output shape": tuple(v), "indexed vectors": meta["vectors"][k]}
+              for k, v in meta["shapes"].items()])

@@ -1,0 +1,97 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Visualise points along basis vectors (Figs. 2–4, 16–20, 12)
+#
+# Step 4 of the method: for a basis vector v, `n_targets` points `mean + t·v`
+# with t evenly spaced from the smallest to the largest projection of the
+# sample on v; for each, the `n_neighbours` nearest patches (receptive-field
+# crops, padded at the image edge). Columns are targets from low to high, rows
+# are neighbours. The per-layer figures show the top `n_show` PCs beside the
+# top `n_show` neurons; Fig. 12 is the toy contrast of distance minimisation
+# with activation maximisation. At the end, an explorer for any basis vector.
+#
+# Reads `data/<profile>/` `model/`, `sample/`, `bases/`, `index/`; writes
+# `data/<profile>/grids/<layer>/<basis>_<component>.png`,
+# `figures/<profile>/fig_grids_<layer>.{png,pdf}` and
+# `fig12_toy_distance_vs_activation.{png,pdf}`.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+import matplotlib.pyplot as plt
+from tqdm.auto import tqdm
+
+from helpers import explorer, plots, visualize
+
+# %% [markdown]
+# ## The top basis vectors of every layer
+
+# %%
+vis = explorer.visualizer_for(p)
+for layer in tqdm(p.layers, desc="grids per layer"):
+    shown = {}
+    for basis in visualize.BASES:
+        d = len(vis.layer(layer)["bases"][basis].components_)
+        shown[basis] = [vis.grid(layer, basis, j) for j in range(min(p.n_show, d))]
+        for j, g in enumerate(shown[basis]):
+            visualize.save_grid(g["image"], p.artifact("grids") / layer / f"{basis}_{j + 1:04d}.png")
+    fig = plots.basis_grids(layer, shown["pca"], shown["neuron"])
+    plots.save(fig, p.figure(f"fig_grids_{layer}"))
+    if layer != p.layers[0]:
+        plt.close(fig)
+
+# %% [markdown]
+# ## Fig. 12: distance minimisation vs activation maximisation
+
+# %%
+fig = plots.toy_distance_vs_activation(visualize.toy_example(seed=p.seed))
+plots.save(fig, p.figure("fig12_toy_distance_vs_activation"))
+
+# %% [markdown]
+# ## Explorer
+#
+# Any profile with artifacts, any layer, either basis, any component (1 = highest
+# variance). Needs a live kernel (JupyterLab); under papermill it is only built.
+
+# %%
+explorer.explorer(profile=p)
