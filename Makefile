@@ -46,6 +46,7 @@ lab: setup
 bench: setup
 	$(PY) bench/pca.py
 	$(PY) bench/sampling.py
+	$(PY) bench/knn.py
 
 clean:
 	rm -rf data/smoke figures/smoke
