@@ -47,6 +47,7 @@ bench: setup
 	$(PY) bench/pca.py
 	$(PY) bench/sampling.py
 	$(PY) bench/knn.py
+	$(PY) bench/ablation.py
 
 clean:
 	rm -rf data/smoke figures/smoke

@@ -72,6 +72,11 @@ class Profile:
         Side of a patch thumbnail in pixels.
     n_show : int
         Basis vectors per basis shown in the per-layer figures.
+    ablation_eval : int or None
+        Eval images for the ablation sweep (a seeded subset); ``None``: all ``n_eval``.
+    ablation_dense : bool
+        The paper's dense count grid (every count; fc: to 64, then every 16)
+        instead of the coarse one (to 16, then log-spaced, plus 80 %/99 % counts).
     data_dir, figures_dir : str or None
         Where artifacts and figures go; ``None`` means
         ``<project>/data/<name>`` and ``<project>/figures/<name>``.
@@ -101,6 +106,8 @@ class Profile:
     n_neighbours: int = 5
     thumb: int = 32
     n_show: int = 5
+    ablation_eval: int | None = 2000
+    ablation_dense: bool = False
     data_dir: str | None = None
     figures_dir: str | None = None
 
@@ -128,12 +135,13 @@ PROFILES = {
     "smoke": Profile(
         name="smoke", n_sample=320, n_eval=192, train_epochs=1, train_limit=1024,
         batch_size=64, pca_chunk=100, index_cap=2000, nlist=16, nprobe=4, thumb=16,
+        ablation_eval=64,
     ),
     "quick": Profile(name="quick"),
     "paper": Profile(
         name="paper", dataset="imagenet", model="alexnet", eval_split="val",
         batch_size=256, num_workers=8, pca_chunk=16384, index_cap=2_000_000, nlist=4096,
-        nprobe=32, thumb=64,
+        nprobe=32, thumb=64, ablation_eval=None, ablation_dense=True,
     ),
 }
 

@@ -111,3 +111,38 @@ def toy_distance_vs_activation(toy: dict):
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+ABLATION_STYLE = {
+    ("pca", "descending"): dict(color="tab:blue", ls="-", label="PCA, descending variance"),
+    ("neuron", "descending"): dict(color="tab:orange", ls="-", label="neurons, descending variance"),
+    ("pca", "ascending"): dict(color="tab:blue", ls="--", label="PCA, ascending variance"),
+    ("neuron", "ascending"): dict(color="tab:orange", ls="--", label="neurons, ascending variance"),
+}
+
+
+def ablation(table):
+    """Fig. 6: top-1 accuracy vs number of ablated basis vectors, one panel per layer.
+
+    ``table`` has the columns of ``ablation.csv`` (layer, basis, order,
+    n_ablated, top1). The x axis is linear up to 16 and logarithmic beyond.
+    """
+    layers = list(dict.fromkeys(table["layer"]))
+    fig, axes = _panels(len(layers))
+    for ax, layer in zip(axes, layers):
+        rows = table[table["layer"] == layer]
+        original = rows[rows["n_ablated"] == 0]["top1"].iloc[0]
+        for (basis, order), style in ABLATION_STYLE.items():
+            curve = rows[(rows["basis"] == basis) & (rows["order"] == order)].sort_values("n_ablated")
+            ax.plot(curve["n_ablated"], curve["top1"], color=style["color"], ls=style["ls"], label=style["label"])
+        ax.axhline(original, color="0.4", ls=":", label="original accuracy")
+        d = int(rows["n_ablated"].max())
+        ax.set_xscale("symlog", linthresh=min(16, d))
+        ax.set_xlim(0, d)
+        ax.set_ylim(0, min(1, original * 1.15))
+        ax.set_title(f"{layer} (d = {d})")
+        ax.set_xlabel("number of ablated basis vectors")
+        ax.set_ylabel("top-1 accuracy")
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig

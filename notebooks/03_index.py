@@ -45,6 +45,8 @@ n_targets = None
 n_neighbours = None
 thumb = None
 n_show = None
+ablation_eval = None
+ablation_dense = None
 data_dir = None
 figures_dir = None
 

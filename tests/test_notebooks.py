@@ -95,3 +95,18 @@ def test_explorer_shows_the_chosen_grid(smoke):
     assert "conv2 neuron" in label.value and "% of variance" in label.value
     pick_basis.value = "pca"
     assert "conv2 PC 3" in label.value
+
+
+def test_05_ablation_table_and_figure(smoke):
+    p = smoke
+    table = pd.read_csv(p.figure("ablation.csv"))
+    assert list(table.columns) == ["layer", "basis", "order", "n_ablated", "top1"]
+    assert list(table.layer.unique()) == list(p.layers)
+    assert set(zip(table.basis, table.order)) == {(b, o) for b in ("pca", "neuron")
+                                                  for o in ("descending", "ascending")}
+    original = table[table.n_ablated == 0].top1
+    assert original.nunique() == 1  # nothing ablated: the same accuracy at every layer
+    full = table[table.n_ablated == table.groupby("layer").n_ablated.transform("max")]
+    assert full.groupby("layer").top1.nunique().eq(1).all()  # all d ablated: one accuracy per layer
+    for ext in (".png", ".pdf"):
+        assert p.figure("fig06_ablation").with_suffix(ext).stat().st_size > 1000

@@ -1,4 +1,4 @@
-"""The paper profile end to end (01 and 02), on the real loading code.
+"""The paper profile end to end (01 to 05), on the real loading code.
 
 torchvision's AlexNet gets random weights through its own weights mechanism (a
 file in torch's hub cache), and the images come from a tiny ImageNet-layout
@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import papermill as pm
+from PIL import Image
 
 from helpers.config import ROOT, load_profile
 from helpers.sampling import open_sample
@@ -16,11 +17,11 @@ from helpers.sampling import open_sample
 LAYERS = "conv1,conv5,fc3"  # features and classifier; fc1/fc2 only add 4096-d eigensolves
 
 
-def test_paper_profile_01_02_on_tiny_imagenet(tmp_path, tiny_imagenet, alexnet_cache):
+def test_paper_profile_01_to_05_on_tiny_imagenet(tmp_path, tiny_imagenet, alexnet_cache):
     params = {"profile": "paper", "data_root": str(tiny_imagenet), "data_dir": str(tmp_path / "data"),
               "figures_dir": str(tmp_path / "figures"), "layers": LAYERS, "batch_size": 4,
-              "num_workers": 2, "device": "cpu"}
-    for name in ("01_sample", "02_pca"):
+              "num_workers": 2, "device": "cpu", "thumb": 24, "ablation_dense": False}
+    for name in ("01_sample", "02_pca", "03_index", "04_visualize", "05_ablation"):
         pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                             parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False)
     p = load_profile("paper", data_dir=params["data_dir"], figures_dir=params["figures_dir"])
@@ -34,3 +35,9 @@ def test_paper_profile_01_02_on_tiny_imagenet(tmp_path, tiny_imagenet, alexnet_c
     assert set(table.layer) == set(LAYERS.split(","))
     executed = (tmp_path / "02_pca.ipynb").read_text()
     assert "paper_k80" in executed  # the reproduced counts printed beside the paper's
+    # 03-05: RGB patches of AlexNet's receptive fields, the AlexNet prefix/suffix split
+    grid = np.asarray(Image.open(p.artifact("grids") / "conv5" / "pca_0001.png"))
+    assert grid.ndim == 3 and grid.shape[2] == 3
+    ablation = pd.read_csv(p.figure("ablation.csv"))
+    assert set(ablation.layer) == set(LAYERS.split(","))
+    assert "the paper's (torchvision AlexNet, ImageNet val): 56.52 %" in (tmp_path / "05_ablation.ipynb").read_text()

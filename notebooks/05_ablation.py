@@ -1,0 +1,106 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Completeness by ablation (Fig. 6)
+#
+# Mean-ablate the top (or bottom) basis vectors of a layer — replace the
+# pre-ReLU activation a by `a − V_S V_Sᵀ (a − mean)` at every position — and
+# measure top-1 accuracy on the eval split, for PCs and neurons in descending
+# and ascending order of variance. The network up to the layer runs once per
+# batch; only the rest runs per setting. The count grid is the paper's on the
+# paper profile and a coarser one elsewhere (`ablation_dense`); the quick
+# profile uses a seeded subset of `ablation_eval` eval images.
+#
+# Reads `data/<profile>/model/` and `bases/`; writes `data/<profile>/ablation/`,
+# `figures/<profile>/ablation.csv` and `fig06_ablation.{png,pdf}`. An
+# interrupted sweep resumes at the first unfinished layer.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
+ablation_eval = None
+ablation_dense = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+import pandas as pd
+
+from helpers import ablation, bases, data, models, plots, reference, store
+
+# %%
+net, info = models.load_model(p, train=False)
+images = data.load_dataset(p, p.eval_split)
+indices = data.select(len(images), p.n_eval, p.seed)
+indices = indices[data.select(len(indices), p.ablation_eval, p.seed)]
+bases_meta = store.read_meta(p.artifact("bases"), made_by=bases.BASES_MADE_BY)
+counts_table, _ = bases.explained_variance_table(p.artifact("bases"), p.layers)
+
+layer_bases, counts = {}, {}
+for layer in p.layers:
+    pca = bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu")
+    neuron = bases.load_basis(p.artifact("bases"), layer, "neuron_pre_relu")
+    layer_bases[layer] = {"pca": (pca.components_, pca.mean_), "neuron": (neuron.components_, neuron.mean_)}
+    marks = counts_table[(counts_table.layer == layer) & counts_table.curve.isin(["pca_pre_relu", "neuron_pre_relu"])]
+    counts[layer] = ablation.count_grid(len(pca.components_), p.ablation_dense,
+                                        extra=[*marks.k80, *marks.k99])
+
+# %%
+rows = ablation.sweep(
+    net, images, p.layers, layer_bases, counts, p.artifact("ablation"),
+    indices=indices, batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
+    tag={"model": info["id"], "bases": bases_meta["hash"], "dataset": p.dataset, "split": p.eval_split},
+)
+table = pd.DataFrame(rows)
+p.figures_path.mkdir(parents=True, exist_ok=True)
+table.to_csv(p.figure("ablation.csv"), index=False)
+original = table[table.n_ablated == 0].top1.iloc[0]
+print(f"original top-1 accuracy on {len(indices)} eval images: {100 * original:.2f} %")
+if p.model == "alexnet":
+    print(f"the paper's (torchvision AlexNet, ImageNet val): {100 * reference.ALEXNET_TOP1:.2f} %")
+
+# %%
+fig = plots.ablation(table)
+plots.save(fig, p.figure("fig06_ablation"))
+
+# %% [markdown]
+# Accuracy after ablating the top 1, 4 and 16 basis vectors of each basis:
+
+# %%
+top = table[(table.order == "descending") & table.n_ablated.isin([1, 4, 16])]
+top.pivot_table(index="layer", columns=["basis", "n_ablated"], values="top1", sort=False)
