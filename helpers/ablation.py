@@ -99,7 +99,7 @@ def count_grid(d: int, dense: bool, extra=()) -> list[int]:
 
 
 def settings(components: dict, counts: list[int]) -> list[tuple]:
-    """``(basis, order, n)`` for each basis, order and count; ``n = 0`` once per basis/order."""
+    """``(basis, order, n)`` for every basis, order and count (the rows of ``ablation.csv``)."""
     return [(basis, order, n) for basis in components for order in ("descending", "ascending") for n in counts]
 
 

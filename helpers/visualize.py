@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bases import load_basis
+from .bases import NeuronBasis, load_basis
 from .receptive import crop
 from .sampling import open_sample
 from .search import load_index, search
@@ -20,18 +20,26 @@ from .search import load_index, search
 BASES = {"pca": "pca_pre_relu", "neuron": "neuron_pre_relu"}
 
 
-def projection_range(X, basis, chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
     """Smallest and largest projection of the sample on every basis vector.
 
-    ``X`` (n, d) is streamed in chunks; memory ``chunk_size * d`` plus ``d**2``.
-    Returns two arrays of shape (n_components,).
+    ``X`` (n, d) is streamed in chunks; memory ``chunk_size * (d + n_components)``
+    float32 plus the basis. For the neuron basis the projections are the
+    centred columns themselves, so no product is needed.
+    Returns two float64 arrays of shape (n_components,).
     """
-    V, mean = basis.components_, basis.mean_
-    lo = np.full(len(V), np.inf)
-    hi = np.full(len(V), -np.inf)
+    neuron = isinstance(basis, NeuronBasis)
+    V = basis.components_.astype(np.float32)
+    mean = basis.mean_.astype(np.float32)
+    width = X.shape[1] if neuron else len(V)
+    lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
     for start in range(0, len(X), chunk_size):
-        t = (np.asarray(X[start:start + chunk_size], np.float64) - mean) @ V.T
+        t = np.asarray(X[start:start + chunk_size], np.float32) - mean
+        if not neuron:
+            t = t @ V.T
         lo, hi = np.minimum(lo, t.min(0)), np.maximum(hi, t.max(0))
+    if neuron:
+        lo, hi = lo[basis.order_], hi[basis.order_]
     return lo, hi
 
 

@@ -24,14 +24,14 @@ def test_grid_columns_are_targets_and_rows_are_neighbours():
 
 
 def test_projection_range_is_the_sample_extremes():
-    from helpers.bases import PCABasis
+    from helpers.bases import NeuronBasis, PCABasis
 
-    X = np.random.default_rng(0).standard_normal((1000, 6))
-    basis = PCABasis().fit(X)
-    lo, hi = visualize.projection_range(X, basis, chunk_size=77)
-    t = basis.transform(X)
-    np.testing.assert_allclose(lo, t.min(0))
-    np.testing.assert_allclose(hi, t.max(0))
+    X = np.random.default_rng(0).standard_normal((1000, 6)) * [1, 3, 2, 5, 4, 0.5]
+    for basis in (PCABasis().fit(X), NeuronBasis().fit(X)):
+        lo, hi = visualize.projection_range(X, basis, chunk_size=77)
+        t = basis.transform(X)
+        np.testing.assert_allclose(lo, t.min(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(hi, t.max(0), rtol=1e-5, atol=1e-5)
 
 
 def test_toy_activation_maximisation_drifts_off_v1_and_distance_minimisation_does_not():
