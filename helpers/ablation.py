@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from . import store
+from .data import loader
 from .models import get_device, layer_paths
 
 FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
@@ -142,10 +142,8 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
 
     correct = np.zeros(len(unique), dtype=np.int64)
     total = 0
-    data = Subset(dataset, indices.tolist()) if indices is not None else dataset
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    for x, y in tqdm(loader, desc=f"ablate {layer}", leave=False):
+    batches = loader(dataset, indices, batch_size, num_workers, device)
+    for x, y in tqdm(batches, desc=f"ablate {layer}", leave=False):
         a = prefix(x.to(device, non_blocking=True)).float()
         y = y.to(device)
         group = max(1, max_rows // len(a))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .config import ROOT, Profile
 
@@ -222,3 +222,10 @@ def select(n_total: int, n: int | None, seed: int) -> np.ndarray:
         raise ValueError(f"n={n} images requested; give a positive number or None for all.")
     rng = np.random.default_rng([seed, 1])
     return np.sort(rng.choice(n_total, size=n, replace=False))
+
+
+def loader(dataset, indices=None, batch_size: int = 256, num_workers: int = 0, device=None) -> DataLoader:
+    """Batches of ``dataset`` (or of the images ``indices``) in order, pinned when bound for CUDA."""
+    data = dataset if indices is None else Subset(dataset, np.asarray(indices).tolist())
+    return DataLoader(data, batch_size=batch_size, num_workers=num_workers,
+                      pin_memory=torch.device(device or "cpu").type == "cuda")

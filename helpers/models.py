@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from . import store
 from .config import Profile
-from .data import load_dataset, select
+from .data import load_dataset, loader, select
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,9 @@ def evaluate(model, dataset, indices=None, batch_size: int = 256, device=None,
     """Top-1 accuracy of ``model`` on ``dataset`` (or the images ``indices``)."""
     device = get_device(device)
     model.eval().to(device)
-    data = Subset(dataset, indices) if indices is not None else dataset
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
     correct = total = 0
-    for x, y in tqdm(loader, desc=desc, leave=False):
+    batches = loader(dataset, indices, batch_size, num_workers, device)
+    for x, y in tqdm(batches, desc=desc, leave=False):
         pred = model(x.to(device, non_blocking=True)).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
@@ -131,13 +129,13 @@ def train_mini_alexnet(profile: Profile, device=None) -> tuple[nn.Module, float]
     torch.manual_seed(profile.seed)
     train = load_dataset(profile, "train")
     idx = select(len(train), profile.train_limit, profile.seed)
-    loader = DataLoader(Subset(train, idx), batch_size=TRAIN["batch_size"], shuffle=True,
+    batches = DataLoader(Subset(train, idx), batch_size=TRAIN["batch_size"], shuffle=True,
                         generator=torch.Generator().manual_seed(profile.seed))
     model = MiniAlexNet().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=TRAIN["lr"])
     for epoch in range(profile.train_epochs):
         model.train()
-        for x, y in tqdm(loader, desc=f"train mini_alexnet, epoch {epoch + 1}/{profile.train_epochs}"):
+        for x, y in tqdm(batches, desc=f"train mini_alexnet, epoch {epoch + 1}/{profile.train_epochs}"):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
             loss.backward()

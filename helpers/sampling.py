@@ -15,10 +15,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from . import store
+from .data import loader
 from .models import get_device, layer_paths
 
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
@@ -178,13 +178,12 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
             a.flush()
         store.save_progress(partial, params, rows_done=done)
 
-    loader = DataLoader(Subset(dataset, indices[done:].tolist()), batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    batches = loader(dataset, indices[done:], batch_size, num_workers, device)
     last = list(shapes)[-1]
     t_flush = time.monotonic()
     with torch.no_grad(), capture(model, layers, pick=pick, stop_after=last) as out, \
             tqdm(total=n, initial=done, desc="sample activations", unit="img") as bar:
-        for x, _ in loader:
+        for x, _ in batches:
             rows = slice(done, done + len(x))
             forward_until(model, x.to(device, non_blocking=True))
             for name in shapes:

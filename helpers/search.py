@@ -16,10 +16,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from . import store
+from .data import loader
 from .models import get_device
 from .sampling import capture, forward_until, layer_shapes
 
@@ -125,11 +125,10 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
                for name, s in shapes.items()}
     locs = {name: [] for name in shapes}
     start = 0
-    loader = DataLoader(Subset(dataset, indices.tolist()), batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+    batches = loader(dataset, indices, batch_size, num_workers, device)
     with torch.no_grad(), capture(model, layers, stop_after=list(shapes)[-1]) as out, \
             tqdm(total=len(indices), desc="index activations", unit="img") as bar:
-        for x, _ in loader:
+        for x, _ in batches:
             forward_until(model, x.to(device, non_blocking=True))
             for name, shape in shapes.items():
                 a = out[name].float().cpu()
