@@ -72,6 +72,9 @@ class Profile:
         Side of a patch thumbnail in pixels.
     n_show : int
         Basis vectors per basis shown in the per-layer figures.
+    n_study : int
+        Basis vectors per basis and layer in the user study (top ``n_study`` by
+        variance, fewer where the layer has fewer dimensions).
     ablation_eval : int or None
         Eval images for the ablation sweep (a seeded subset); ``None``: all ``n_eval``.
     ablation_dense : bool
@@ -106,6 +109,7 @@ class Profile:
     n_neighbours: int = 5
     thumb: int = 32
     n_show: int = 5
+    n_study: int = 16
     ablation_eval: int | None = 2000
     ablation_dense: bool = False
     data_dir: str | None = None
@@ -135,7 +139,7 @@ PROFILES = {
     "smoke": Profile(
         name="smoke", n_sample=320, n_eval=192, train_epochs=1, train_limit=1024,
         batch_size=64, pca_chunk=100, index_cap=2000, nlist=16, nprobe=4, thumb=16,
-        ablation_eval=64,
+        ablation_eval=64, n_study=4,
     ),
     "quick": Profile(name="quick"),
     "paper": Profile(

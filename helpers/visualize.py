@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import store
 from .bases import NeuronBasis, load_basis
 from .receptive import crop
 from .sampling import open_sample
 from .search import load_index, search
 
 BASES = {"pca": "pca_pre_relu", "neuron": "neuron_pre_relu"}
+GRIDS_MADE_BY = "notebook 04_visualize"
 
 
 def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +122,33 @@ class Visualizer:
         name = f"PC {component + 1}" if basis == "pca" else f"neuron {int(b.order_[component])}"
         return {"image": image, "t": t, "locs": locs, "ratio": ratio,
                 "label": f"{layer} {name} ({100 * ratio:.1f} % of variance)"}
+
+
+def grids_params(profile) -> dict:
+    """What the saved grids depend on: the grid settings and the hashes of 01–03's artifacts.
+
+    Grids are saved for the top ``max(n_show, n_study)`` vectors of each basis
+    (the figures show ``n_show``; the user study uses ``n_study``).
+    """
+    p = profile
+    made = {step: store.read_meta(p.artifact(step), made_by=f"the notebook that makes {step}")["hash"]
+            for step in ("sample", "bases", "index")}
+    return {"layers": list(p.layers), "n_grids": max(p.n_show, p.n_study), "n_targets": p.n_targets,
+            "n_neighbours": p.n_neighbours, "thumb": p.thumb, **made}
+
+
+def grid_path(folder, layer: str, basis: str, component: int) -> Path:
+    """Where the grid of 0-based ``component`` lives: ``<folder>/<layer>/<basis>_<NNNN>.png``."""
+    return Path(folder) / layer / f"{basis}_{component + 1:04d}.png"
+
+
+def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
+    """``{basis: [grid dicts]}`` of the top ``min(n, d)`` vectors of each basis of a layer."""
+    out = {}
+    for basis in BASES:
+        d = len(vis.layer(layer)["bases"][basis].components_)
+        out[basis] = [vis.grid(layer, basis, j) for j in range(min(n, d))]
+    return out
 
 
 def save_grid(image: np.ndarray, path) -> Path:

@@ -44,6 +44,7 @@ n_targets = None
 n_neighbours = None
 thumb = None
 n_show = None
+n_study = None
 ablation_eval = None
 ablation_dense = None
 data_dir = None

@@ -18,7 +18,8 @@
 # with activation maximisation. At the end, an explorer for any basis vector.
 #
 # Reads `data/<profile>/` `model/`, `sample/`, `bases/`, `index/`; writes
-# `data/<profile>/grids/<layer>/<basis>_<component>.png`,
+# `data/<profile>/grids/<layer>/<basis>_<component>.png` (the top
+# `max(n_show, n_study)` of each basis: 06 turns them into study stimuli),
 # `figures/<profile>/fig_grids_<layer>.{png,pdf}` and
 # `fig12_toy_distance_vs_activation.{png,pdf}`.
 
@@ -48,6 +49,7 @@ n_targets = None
 n_neighbours = None
 thumb = None
 n_show = None
+n_study = None
 ablation_eval = None
 ablation_dense = None
 data_dir = None
@@ -63,24 +65,27 @@ p
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 
-from helpers import explorer, plots, visualize
+from helpers import explorer, plots, store, visualize
 
 # %% [markdown]
 # ## The top basis vectors of every layer
 
 # %%
 vis = explorer.visualizer_for(p)
+params = visualize.grids_params(p)
+partial, _ = store.begin(p.artifact("grids"), params, made_by=visualize.GRIDS_MADE_BY)
+files = []
 for layer in tqdm(p.layers, desc="grids per layer"):
-    shown = {}
-    for basis in visualize.BASES:
-        d = len(vis.layer(layer)["bases"][basis].components_)
-        shown[basis] = [vis.grid(layer, basis, j) for j in range(min(p.n_show, d))]
-        for j, g in enumerate(shown[basis]):
-            visualize.save_grid(g["image"], p.artifact("grids") / layer / f"{basis}_{j + 1:04d}.png")
-    fig = plots.basis_grids(layer, shown["pca"], shown["neuron"])
+    shown = visualize.layer_grids(vis, layer, params["n_grids"])
+    for basis, grids in shown.items():
+        for j, g in enumerate(grids):
+            path = visualize.save_grid(g["image"], visualize.grid_path(partial, layer, basis, j))
+            files.append(str(path.relative_to(partial)))
+    fig = plots.basis_grids(layer, shown["pca"][:p.n_show], shown["neuron"][:p.n_show])
     plots.save(fig, p.figure(f"fig_grids_{layer}"))
     if layer != p.layers[0]:
         plt.close(fig)
+store.commit(partial, p.artifact("grids"), params, p.name, "grids", files)
 
 # %% [markdown]
 # ## Fig. 12: distance minimisation vs activation maximisation
