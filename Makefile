@@ -1,6 +1,7 @@
 # make figures   - every figure of the offline quick profile (sets itself up)
 # make test      - the test suite (sets itself up)
 # make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended)
+# make study     - the user-study app for participants (Voila, http://localhost:8866)
 PYTHON   ?= python3
 VENV     ?= .venv
 PROFILE  ?= quick
@@ -10,7 +11,7 @@ FAISS    ?= cpu
 PY       := $(VENV)/bin/python
 FASHION  := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup fashion-mnist figures paper test lab bench clean
+.PHONY: setup fashion-mnist figures paper study test lab bench clean
 
 setup: $(VENV)/.installed fashion-mnist
 
@@ -36,6 +37,11 @@ figures: setup
 paper: setup
 	@test -n "$(IMAGENET)" || { echo "usage: make paper IMAGENET=/path/to/imagenet (holding train/ and val/)"; exit 2; }
 	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET)
+
+# after `make figures` (06 makes the stimuli); PROFILE=smoke|quick|paper, PORT=8866
+PORT     ?= 8866
+study: setup
+	$(PY) -m helpers.study_app --profile $(PROFILE) --port $(PORT)
 
 test: setup
 	$(PY) -m pytest

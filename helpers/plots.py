@@ -146,3 +146,76 @@ def ablation(table):
     axes[0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+STUDY_STYLE = {"pca": dict(color="tab:blue", label="PCA"), "neuron": dict(color="tab:orange", label="neurons")}
+
+
+def user_study(table, paper=None):
+    """Fig. 7: user-study accuracy per layer, PCA vs neurons, ± one standard error.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Columns of ``user_study_accuracy.csv`` (observer, layer, basis, n,
+        accuracy, sem); one panel per observer, layers in table order.
+    paper : dict, optional
+        ``{layer: (pca, neuron)}`` published mean accuracies, drawn dotted on
+        every panel for the layers the table has.
+    """
+    from .reference import USER_STUDY_PARTICIPANTS
+
+    observers = list(dict.fromkeys(table["observer"]))
+    if not observers:
+        raise ValueError("the accuracy table is empty: there are no responses to plot.")
+    layers = list(dict.fromkeys(table["layer"]))
+    x = {layer: i for i, layer in enumerate(layers)}
+    lowest = (table["accuracy"] - table["sem"].fillna(0)).min()
+    fig, axes = _panels(len(observers), size=(max(3.2, 0.6 * len(layers) + 1.4), 3.0))
+    for ax, observer in zip(axes, observers):
+        rows = table[table["observer"] == observer]
+        for basis, style in STUDY_STYLE.items():
+            curve = rows[rows["basis"] == basis]
+            xs, acc, sem = curve["layer"].map(x), curve["accuracy"], curve["sem"].fillna(0)
+            ax.plot(xs, acc, marker="o", ms=4, clip_on=False, **style)
+            ax.fill_between(xs, (acc - sem).clip(0, 1), (acc + sem).clip(0, 1), color=style["color"], alpha=0.2,
+                            lw=0)
+            if paper:
+                shown = [layer for layer in layers if layer in paper]
+                column = 0 if basis == "pca" else 1  # paper[layer] is (pca, neuron)
+                ax.plot([x[layer] for layer in shown], [paper[layer][column] for layer in shown],
+                        color=style["color"], ls=":", marker="s", ms=3, clip_on=False,
+                        label=f"{style['label']}, paper ({USER_STUDY_PARTICIPANTS} participants)")
+        ax.axhline(0.5, color="0.5", ls=":", lw=1, label="chance")
+        n = int(rows["n"].max())
+        ax.set_title(f"{observer} ({n} {'participants' if observer == 'human' else 'stimuli per cell'})")
+        ax.set_xticks(range(len(layers)), layers)
+        ax.set_xlim(-0.3, len(layers) - 0.7)
+        ax.set_ylim(min(0.4, np.floor(lowest * 10) / 10), 1.0)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("accuracy (± s.e.)")
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def study_trial(folder, trial: dict, instruction: str):
+    """Fig. 14: one study trial as a participant sees it (instruction, two grids, ↑ / ↓).
+
+    ``folder`` is the stimuli artifact and ``trial`` an item of ``study.trial_list``.
+    """
+    import textwrap
+
+    from PIL import Image
+
+    images = [np.asarray(Image.open(Path(folder) / trial[side])) for side in ("top", "bottom")]
+    h, w = images[0].shape[:2]
+    fig, axes = plt.subplots(2, 1, figsize=(7, 7 * 2 * h / w + 1.2))
+    fig.suptitle(textwrap.fill(instruction, 95), fontsize=8, x=0.02, ha="left")
+    for ax, image, arrow in zip(axes, images, ("↑", "↓")):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(arrow, rotation=0, fontsize=16, labelpad=14, va="center")
+    fig.tight_layout()
+    return fig

@@ -34,3 +34,12 @@ def counts_beside_paper(table):
              for layer, curves in EXPLAINED_VARIANCE_COUNTS.items()
              for curve, (k80, k99) in curves.items()]
     return table.merge(pd.DataFrame(paper), on=["layer", "curve"], how="left")
+
+
+def user_study_beside_paper(table):
+    """The reproduced ``user_study_accuracy`` table with the paper's mean accuracy beside it."""
+    import pandas as pd
+
+    paper = [{"layer": layer, "basis": basis, "paper_accuracy": acc}
+             for layer, pair in USER_STUDY_ACCURACY.items() for basis, acc in zip(("pca", "neuron"), pair)]
+    return table.merge(pd.DataFrame(paper), on=["layer", "basis"], how="left")

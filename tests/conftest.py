@@ -1,12 +1,20 @@
 """Shared fixtures: tiny data that exercise the real loading code."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
+from helpers import store, study
+from helpers.config import ROOT, load_profile
+
 WNIDS = ("n01440764", "n01443537", "n01484850")
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 class RandomImages(Dataset):
@@ -30,8 +38,6 @@ class RandomImages(Dataset):
 @pytest.fixture(scope="session")
 def tiny_imagenet(tmp_path_factory):
     """An ImageNet-layout folder of JPEGs: train/ and val/, three WordNet-id classes."""
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("imagenet")
     rng = np.random.default_rng(0)
     for split, per_class in (("train", 4), ("val", 2)):
@@ -59,3 +65,58 @@ def alexnet_cache(tmp_path, monkeypatch):
     torch.save(state, path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     return state
+
+
+def _papermill(nb, out, **params):
+    """The papermill command line, as a user runs one notebook alone."""
+    cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(nb.parent)]
+    for k, v in params.items():
+        cmd += ["-p", k, str(v)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{nb.name} failed; see {out}\n{done.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """Every notebook run alone with the papermill CLI on the smoke profile, in order."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    dirs = {"data_dir": tmp / "data", "figures_dir": tmp / "figures"}
+    for nb in NOTEBOOKS:
+        _papermill(nb, tmp / nb.name, profile="smoke", **dirs)
+    return load_profile("smoke", **{k: str(v) for k, v in dirs.items()})
+
+
+M, K, THUMB = 10, 3, 6
+
+
+def fake_grid(rng, m=M, k=K, thumb=THUMB, gap=study.GAP):
+    """A grid of m columns and k rows of random thumbnails, white gaps between."""
+    out = np.full((k * (thumb + gap) - gap, m * (thumb + gap) - gap), 255, np.uint8)
+    for c in range(m):
+        for r in range(k):
+            out[r * (thumb + gap):r * (thumb + gap) + thumb, c * (thumb + gap):c * (thumb + gap) + thumb] = \
+                rng.integers(0, 250, (thumb, thumb))
+    return out
+
+
+def columns(image, m=M):
+    return [image[:, box] for box in study.column_boxes(image.shape[1], m)]
+
+
+@pytest.fixture
+def study_profile(tmp_path):
+    """A profile whose grids artifact holds random grids: conv1 (4 per basis) and fc3 (2: d < n_study)."""
+    p = load_profile("smoke", data_dir=str(tmp_path / "data"), layers="conv1,fc3", n_study=4,
+                     n_targets=M, n_neighbours=K, thumb=THUMB)
+    rng = np.random.default_rng(0)
+    partial, _ = store.begin(p.artifact("grids"), {"n_grids": 5})
+    files = []
+    for layer, n in (("conv1", 5), ("fc3", 2)):
+        for basis in ("pca", "neuron"):
+            for j in range(n):
+                path = partial / layer / f"{basis}_{j + 1:04d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(fake_grid(rng)).save(path)
+                files.append(str(path.relative_to(partial)))
+    store.commit(partial, p.artifact("grids"), {"layers": list(p.layers), "n_grids": 5}, p.name, "grids", files)
+    return p

@@ -1,8 +1,5 @@
 """The notebooks: committed clean, paired with their .py, and run headless by papermill."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import jupytext
 import nbformat
@@ -12,12 +9,10 @@ import papermill as pm
 import pytest
 from PIL import Image
 
-from helpers.config import ROOT, SETTINGS, load_profile
-
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+from helpers.config import ROOT, SETTINGS
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_is_clean_paired_and_has_one_literal_parameters_cell(path):
     nb = nbformat.read(path, as_version=4)
     assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
@@ -29,25 +24,6 @@ def test_notebook_is_clean_paired_and_has_one_literal_parameters_cell(path):
     paired = jupytext.read(path.with_suffix(".py"))
     assert [c.source for c in paired.cells] == [c.source for c in nb.cells], \
         f"run `jupytext --sync {path}`"
-
-
-def _papermill(nb, out, **params):
-    """The papermill command line, as a user runs one notebook alone."""
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(nb.parent)]
-    for k, v in params.items():
-        cmd += ["-p", k, str(v)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    assert done.returncode == 0, f"{nb.name} failed; see {out}\n{done.stderr[-3000:]}"
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """Every notebook run alone with the papermill CLI on the smoke profile, in order."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    dirs = {"data_dir": tmp / "data", "figures_dir": tmp / "figures"}
-    for nb in NOTEBOOKS:
-        _papermill(nb, tmp / nb.name, profile="smoke", **dirs)
-    return load_profile("smoke", **{k: str(v) for k, v in dirs.items()})
 
 
 def test_01_02_sample_and_explained_variance(smoke):
@@ -110,3 +86,31 @@ def test_05_ablation_table_and_figure(smoke):
     assert full.groupby("layer").top1.nunique().eq(1).all()  # all d ablated: one accuracy per layer
     for ext in (".png", ".pdf"):
         assert p.figure("fig06_ablation").with_suffix(ext).stat().st_size > 1000
+
+
+def test_06_stimuli_machine_observer_and_trial_figure(smoke):
+    p = smoke
+    stimuli = pd.read_csv(p.artifact("stimuli") / "stimuli.csv")
+    per_cell = stimuli.groupby(["layer", "basis"]).size()
+    assert len(per_cell) == 2 * len(p.layers) and (per_cell == p.n_study).all()
+    log = [json.loads(line) for line in (p.artifact("responses") / "machine" / "pixel-smoothness.jsonl").open()]
+    assert sorted(r["stimulus_id"] for r in log) == sorted(stimuli.stimulus_id)
+    assert {r["observer"] for r in log} == {"machine"}
+    assert not (p.artifact("responses") / "human").exists()
+    for ext in (".png", ".pdf"):
+        assert p.figure("fig14_study_trial").with_suffix(ext).stat().st_size > 1000
+
+
+def test_07_accuracy_table_tests_and_figure(smoke):
+    p = smoke
+    table = pd.read_csv(p.figure("user_study_accuracy.csv"))
+    assert list(table.columns) == ["observer", "layer", "basis", "n", "accuracy", "sem"]
+    assert set(table.observer) == {"machine"} and (table.n == p.n_study).all()
+    log = pd.read_json(p.artifact("responses") / "machine" / "pixel-smoothness.jsonl", lines=True)
+    expect = log.groupby(["layer", "basis"]).correct.mean()
+    got = table.set_index(["layer", "basis"]).accuracy
+    np.testing.assert_allclose(got.sort_index(), expect.sort_index())
+    tests = pd.read_csv(p.figure("user_study_tests.csv"))
+    assert list(tests.layer) == [*p.layers, "all"] and tests.test.str.startswith("McNemar").all()
+    for ext in (".png", ".pdf"):
+        assert p.figure("fig07_user_study").with_suffix(ext).stat().st_size > 1000

@@ -1,0 +1,113 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · The user study: stimuli, a machine observer, the app (§4.2, Fig. 14)
+#
+# Interpretability is measured by a two-alternative forced choice: each trial
+# shows one basis vector's grid in its true column order and the same grid with
+# its columns shuffled (a seeded permutation, never the identity), one above the
+# other; the participant picks the one with a coherent left-to-right
+# transition. The stimuli are the top `n_study` PCs and top `n_study` neurons of
+# every layer (the grids saved by 04). Each participant gets every stimulus
+# once, in an order and with top/bottom positions seeded by their code. The
+# answer key is stored apart from what participants see.
+#
+# Reads `data/<profile>/grids/`; writes `data/<profile>/stimuli/`,
+# `data/<profile>/responses/machine/pixel-smoothness.jsonl` and
+# `figures/<profile>/fig14_study_trial.{png,pdf}`. Human answers go to
+# `data/<profile>/responses/human/<code>.jsonl` (keep them safe: they are the
+# study's data). For participants, serve the app alone with `make study`.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
+n_study = None
+ablation_eval = None
+ablation_dense = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+import pandas as pd
+
+from helpers import observer, plots, study, study_app
+
+# %% [markdown]
+# ## Stimuli
+#
+# Made once from the grids and reused while the grids and settings stay the
+# same; stimuli that participants have answered are never replaced.
+
+# %%
+meta = study.make_stimuli(p)
+stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"))
+print(f"{meta['n_stimuli']} stimuli, {stimuli_hash[:19]}…")
+stimuli.groupby(["layer", "basis"], sort=False).size().unstack()
+
+# %% [markdown]
+# ## Fig. 14: a trial as a participant sees it
+#
+# The first trial of participant code `example`.
+
+# %%
+trial = study.trial_list(stimuli, "example", p.seed)[0]
+fig = plots.study_trial(p.artifact("stimuli"), trial, study_app.INSTRUCTION)
+plots.save(fig, p.figure("fig14_study_trial"))
+
+# %% [markdown]
+# ## The machine observer
+#
+# An automatic participant that sees only the two images: it picks the grid
+# whose adjacent columns are more alike (mean distance between 4×4-pooled column
+# descriptors; `helpers/observer.py`). Its log has the human format, labelled
+# `machine`, in `responses/machine/`. 07 analyses it with any human logs.
+
+# %%
+path = observer.run(p)
+machine = pd.read_json(path, lines=True)
+machine.pivot_table(index="basis", columns="layer", values="correct", sort=False).round(2)
+
+# %% [markdown]
+# ## The study app
+#
+# In JupyterLab the app runs here; for participants, `make study` serves it alone
+# (no code) with Voila at http://localhost:8866. Keyboard answers need the
+# pointer over the trial. Under papermill it is only built.
+
+# %%
+study_app.app(p)

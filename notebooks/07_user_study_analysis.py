@@ -1,0 +1,126 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · User-study analysis (Fig. 7)
+#
+# Each trial of the study shows one basis vector's grid twice, once in its true
+# column order and once with the columns shuffled; the participant picks the
+# one with a coherent left-to-right transition (chance = 0.5). Accuracy per
+# layer, PCs vs neurons, is the paper's measure of interpretability: mean ±
+# standard error across participants.
+#
+# Reads `data/<profile>/stimuli/` and every log under
+# `data/<profile>/responses/{human,machine}/`; writes
+# `figures/<profile>/user_study_accuracy.csv`, `user_study_tests.csv` and
+# `fig07_user_study.{png,pdf}`. Every log line is checked against the stimuli
+# first: a malformed, inconsistent or stale log stops the notebook with the
+# file, the line and the fix.
+
+# %% tags=["parameters"]
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
+n_study = None
+ablation_eval = None
+ablation_dense = None
+data_dir = None
+figures_dir = None
+
+# %%
+from helpers import config
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p
+
+# %%
+from helpers import analysis, plots, reference
+
+# %% [markdown]
+# ## The logs
+#
+# One row per log: `n_answered` of `n_trials` trials. Incomplete sessions are
+# left out of the tables below (with a warning that names them). A pair of
+# identical images (e.g. a constant grid) cannot be told apart, so it is
+# answered at chance and counts as such.
+
+# %%
+stimuli, stimuli_hash = analysis.load_stimuli(p.artifact("stimuli"))
+responses, sessions = analysis.load_responses(p.artifact("responses"), stimuli, stimuli_hash)
+print(f"{len(stimuli)} stimuli ({stimuli_hash}), {int(stimuli.identical.sum())} of them with identical images")
+if not (sessions.observer == "human").any():
+    print("There are no human logs yet: collect them with the study app of notebook 06_user_study. "
+          "The tables below hold the machine observer only.")
+sessions
+
+# %% [markdown]
+# ## Accuracy per layer and basis
+#
+# `human`: `n` participants, `accuracy` the mean of their accuracies, `sem` its
+# standard error. A machine log is one participant: `n` stimuli, the fraction
+# answered correctly and the standard error over stimuli.
+
+# %%
+table = analysis.accuracy_table(responses)
+p.figures_path.mkdir(parents=True, exist_ok=True)
+table.to_csv(p.figure("user_study_accuracy.csv"), index=False)
+table
+
+# %% [markdown]
+# ## PCs vs neurons
+#
+# Paired tests per layer and over all layers (`all`): for humans a Wilcoxon
+# signed-rank test on each participant's PCA − neuron accuracy; for a machine
+# log McNemar's exact test, the i-th PC paired with the i-th neuron of the same
+# layer. `difference` is the mean PCA − neuron accuracy; `test` names the method.
+
+# %%
+tests = analysis.paired_tests(responses)
+tests.to_csv(p.figure("user_study_tests.csv"), index=False)
+tests
+
+# %% [markdown]
+# ## Fig. 7
+#
+# One panel per observer; the shaded band is ± one standard error and the
+# dotted line chance. On the paper profile the published means (22
+# participants) are drawn dotted beside the reproduced ones.
+
+# %%
+paper = reference.USER_STUDY_ACCURACY if p.model == "alexnet" else None
+if len(table):
+    fig = plots.user_study(table, paper=paper)
+    plots.save(fig, p.figure("fig07_user_study"))
+else:
+    print("No responses yet: nothing to plot.")
+
+# %%
+if p.model == "alexnet":
+    print(reference.user_study_beside_paper(table).to_string(index=False))

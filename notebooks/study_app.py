@@ -1,0 +1,50 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+# The user-study app alone, as participants see it: `make study` (or
+# `python -m helpers.study_app --profile quick`) serves this notebook with Voila,
+# code hidden, after injecting these parameters. 06_user_study makes the stimuli.
+# (No markdown here: Voila would show it to participants.)
+profile = "quick"  # "smoke" | "quick" | "paper"
+# Overrides of the profile (helpers/config.py); None keeps the profile's value.
+dataset = None
+data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+model = None
+layers = None  # e.g. "conv1,fc1"
+sample_split = None
+eval_split = None
+n_sample = None
+n_eval = None
+train_epochs = None
+train_limit = None
+batch_size = None
+num_workers = None
+seed = None
+device = None  # "cuda", "cpu"; None: CUDA when available
+pca_chunk = None
+index_cap = None
+index_kind = None  # "flat" (exact) or "ivf"
+nlist = None
+nprobe = None
+n_targets = None
+n_neighbours = None
+thumb = None
+n_show = None
+n_study = None
+ablation_eval = None
+ablation_dense = None
+data_dir = None
+figures_dir = None
+min_rt_ms = 200  # answers faster than this after a trial appears are ignored
+
+# %%
+from helpers import config, study_app
+
+p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+study_app.app(p, min_rt_ms=min_rt_ms)
