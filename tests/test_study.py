@@ -166,3 +166,10 @@ def test_a_log_made_on_other_stimuli_is_refused_not_extended(study_profile):
     app.start("P01")
     assert "other stimuli" in app.message.value and app.shown_at is None
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_make_study_says_to_run_06_first(tmp_path, capsys):
+    from helpers.study_app import main
+
+    assert main(["--profile", "smoke", "-p", f"data_dir={tmp_path}"]) == 1
+    assert "06_user_study" in capsys.readouterr().err
