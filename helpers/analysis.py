@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from .study import CODE as PARTICIPANT
-from .study import FIELDS, MADE_BY, load_stimuli  # noqa: F401  (load_stimuli: part of this API)
+from .study import FIELDS, MADE_BY
 
 OBSERVERS = ("human", "machine")
 BASES = ("pca", "neuron")
@@ -136,9 +136,9 @@ def load_responses(responses_dir, stimuli, stimuli_hash: str, include_incomplete
         The responses folder (``data/<profile>/responses``); missing subfolders
         mean no logs of that kind.
     stimuli : DataFrame
-        From :func:`load_stimuli`.
+        From :func:`helpers.study.load_stimuli`.
     stimuli_hash : str
-        From :func:`load_stimuli`; logs made with other stimuli are refused.
+        From :func:`helpers.study.load_stimuli`; logs made with other stimuli are refused.
     include_incomplete : bool
         Keep the answers of sessions that stopped before their last trial. By
         default they are left out, with a warning naming them.

@@ -61,7 +61,7 @@ p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
 p
 
 # %%
-from helpers import analysis, plots, reference
+from helpers import analysis, plots, reference, study
 
 # %% [markdown]
 # ## The logs
@@ -72,7 +72,7 @@ from helpers import analysis, plots, reference
 # answered at chance and counts as such.
 
 # %%
-stimuli, stimuli_hash = analysis.load_stimuli(p.artifact("stimuli"))
+stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"))
 responses, sessions = analysis.load_responses(p.artifact("responses"), stimuli, stimuli_hash)
 print(f"{len(stimuli)} stimuli ({stimuli_hash}), {int(stimuli.identical.sum())} of them with identical images")
 if not (sessions.observer == "human").any():

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from helpers import analysis, plots, reference, store
+from helpers.study import load_stimuli
 
 LAYERS = ("conv2", "conv10", "fc1")  # not alphabetical: tables must keep this order
 N = 16  # components per layer and basis
@@ -71,7 +72,7 @@ def study(tmp_path):
         write_log(tmp_path / "responses", records(name, exact_outcomes(accuracies, rng), seed=i), name)
     machine = {cell: rng.integers(0, 2, N) for cell in CELLS}
     write_log(tmp_path / "responses", records("observer", machine, "machine"), "observer", "machine")
-    stimuli, stimuli_hash = analysis.load_stimuli(tmp_path / "stimuli")
+    stimuli, stimuli_hash = load_stimuli(tmp_path / "stimuli")
     return {"root": tmp_path, "stimuli": stimuli, "hash": stimuli_hash, "humans": humans, "machine": machine}
 
 
@@ -90,7 +91,7 @@ def test_load_stimuli_merges_the_answer_key(study):
 
 def test_missing_stimuli_say_which_notebook_makes_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="06_user_study"):
-        analysis.load_stimuli(tmp_path / "stimuli")
+        load_stimuli(tmp_path / "stimuli")
 
 
 def test_valid_logs_load_with_a_complete_sessions_table(study):
@@ -217,7 +218,7 @@ def test_a_strong_pca_advantage_is_significant(tmp_path):
         write_log(tmp_path / "responses", records(f"h{i}", exact_outcomes(accuracies, rng), seed=i), f"h{i}")
     machine = {(la, b): np.full(N, int(b == "pca")) for la, b in CELLS}
     write_log(tmp_path / "responses", records("m", machine, "machine"), "m", "machine")
-    stimuli, stimuli_hash = analysis.load_stimuli(tmp_path / "stimuli")
+    stimuli, stimuli_hash = load_stimuli(tmp_path / "stimuli")
     tests = analysis.paired_tests(analysis.load_responses(tmp_path / "responses", stimuli, stimuli_hash)[0])
     assert (tests.p_value < 0.01).all() and (tests.difference > 0).all()
     assert tests[tests.observer == "machine"].p_value.iloc[0] == pytest.approx(2 / 2 ** N)
@@ -272,7 +273,7 @@ def test_malformed_records_name_the_file_line_and_problem(tmp_path, case):
     change, message = MALFORMED[case]
     change(recs)
     write_log(tmp_path / "responses", recs)
-    stimuli, stimuli_hash = analysis.load_stimuli(tmp_path / "stimuli")
+    stimuli, stimuli_hash = load_stimuli(tmp_path / "stimuli")
     with pytest.raises(analysis.ResponseLogError, match=message):
         analysis.load_responses(tmp_path / "responses", stimuli, stimuli_hash)
 
@@ -282,7 +283,7 @@ def _setup_with(tmp_path, text, participant="p01", folder="human"):
     path = tmp_path / "responses" / folder / f"{participant}.jsonl"
     path.parent.mkdir(parents=True)
     path.write_text(text)
-    stimuli, stimuli_hash = analysis.load_stimuli(tmp_path / "stimuli")
+    stimuli, stimuli_hash = load_stimuli(tmp_path / "stimuli")
     return lambda: analysis.load_responses(tmp_path / "responses", stimuli, stimuli_hash)
 
 
