@@ -66,7 +66,7 @@ class StudyApp:
         self.folder, self.responses_dir = Path(stimuli_dir), Path(responses_dir)
         self.stimuli, self.hash = load_stimuli(self.folder)
         self.seed, self.min_rt_ms = seed, min_rt_ms
-        self.trials, self.log, self.index, self.shown_at = [], None, None, None
+        self.participant, self.trials, self.log, self.index, self.shown_at = None, [], None, None, None
         self.code = w.Text(placeholder="participant code", description="Code")
         self.start_button = w.Button(description="Start", button_style="primary")
         self.message = w.HTML()
