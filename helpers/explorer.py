@@ -7,22 +7,11 @@ so notebooks run under papermill unchanged.
 """
 from __future__ import annotations
 
-import io
-
-from PIL import Image
-
 from .config import load_profile
 from .data import load_dataset
 from .models import load_model
 from .receptive import receptive_fields
-from .visualize import BASES, Visualizer
-
-
-def _png(image) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).resize(
-        (image.shape[1] * 2, image.shape[0] * 2), Image.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
+from .visualize import BASES, Visualizer, grid_png
 
 
 def visualizer_for(profile) -> Visualizer:
@@ -69,7 +58,7 @@ def explorer(profiles=("quick", "smoke", "paper"), profile=None, **overrides):
             label.value = f"<b>{e}</b>"
             return
         label.value = f"<b>{g['label']}</b> — columns: targets from the lowest to the highest projection"
-        picture.value = _png(g["image"])
+        picture.value = grid_png(g["image"], scale=2)
 
     on_profile()  # fill the layer list before anything listens
     pick_profile.observe(on_profile, names="value")

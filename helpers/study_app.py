@@ -15,16 +15,17 @@ injecting the parameters, like papermill does.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from .config import ROOT, SETTINGS, load_profile
 from .study import ResponseLog, check_code, load_stimuli, response, resume_point, trial_list
+from .visualize import grid_png
 
 INSTRUCTION = (
     "Which of these two visualizations displays a coherent transition from left to right? "
@@ -36,11 +37,8 @@ WIDTH = 720
 
 
 def _png(path, width: int = WIDTH) -> bytes:
-    image = Image.open(path)
-    factor = max(1, width // image.width)
-    buf = io.BytesIO()
-    image.resize((image.width * factor, image.height * factor), Image.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
+    image = np.asarray(Image.open(path))
+    return grid_png(image, scale=max(1, width // image.shape[1]))
 
 
 class StudyApp:

@@ -151,12 +151,26 @@ def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
     return out
 
 
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
 def save_grid(image: np.ndarray, path) -> Path:
     """Save a grid as PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(path)
+    _pil(image).save(path)
     return path
+
+
+def grid_png(image: np.ndarray, scale: int = 1) -> bytes:
+    """A grid (H, W) or (H, W, C) as PNG bytes, enlarged ``scale`` times (nearest), for widgets."""
+    import io
+
+    buf = io.BytesIO()
+    pil = _pil(image)
+    pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def toy_example(n: int = 2000, m: int = 7, seed: int = 0) -> dict:
