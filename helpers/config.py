@@ -19,8 +19,10 @@ Any field can be overridden: ``load_profile("quick", seed=1)``. In notebooks the
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 ROOT = Path(__file__).resolve().parent.parent
 """The project folder: ``data/`` and ``figures/`` live here unless overridden."""
@@ -80,6 +82,9 @@ class Profile:
     ablation_dense : bool
         The paper's dense count grid (every count; fc: to 64, then every 16)
         instead of the coarse one (to 16, then log-spaced, plus 80 %/99 % counts).
+    skip_bad_images : bool
+        Skip images that cannot be read (listed in each artifact's sidecar)
+        instead of stopping at the first one with its path.
     data_dir, figures_dir : str or None
         Where artifacts and figures go; ``None`` means
         ``<project>/data/<name>`` and ``<project>/figures/<name>``.
@@ -112,6 +117,7 @@ class Profile:
     n_study: int = 16
     ablation_eval: int | None = 2000
     ablation_dense: bool = False
+    skip_bad_images: bool = False
     data_dir: str | None = None
     figures_dir: str | None = None
 
@@ -153,11 +159,86 @@ PROFILES = {
 def _coerce_layers(value):
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
-    return tuple(value)
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+DATASETS = ("fashion_mnist", "imagenet", "imagefolder")
+FASHION_SPLITS = ("train", "test")
+DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:\d+)?")
+
+
+def _integer(value, low):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _text(value):
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _layers(value):
+    return (isinstance(value, tuple) and len(value) > 0 and all(_text(v) for v in value)
+            and len(set(value)) == len(value))
+
+
+_POSITIVE = ("a positive integer", lambda v: _integer(v, 1))
+_OPTIONAL_POSITIVE = ("a positive integer, or None for all", lambda v: v is None or _integer(v, 1))
+_FLAG = ("True or False", lambda v: isinstance(v, bool))
+_FOLDER = ("a folder path, or None", lambda v: v is None or _text(v))
+RULES = {
+    "dataset": (f"one of {DATASETS}", lambda v: v in DATASETS),
+    "data_root": _FOLDER,
+    "model": ("a model name such as 'mini_alexnet' or 'alexnet'", _text),
+    "layers": ("distinct layer names, e.g. 'conv1,fc1'", _layers),
+    "sample_split": ("a split name such as 'train'", _text),
+    "eval_split": ("a split name such as 'test' or 'val'", _text),
+    "n_sample": _OPTIONAL_POSITIVE, "n_eval": _OPTIONAL_POSITIVE,
+    "train_epochs": _POSITIVE, "train_limit": _OPTIONAL_POSITIVE,
+    "batch_size": _POSITIVE,
+    "num_workers": ("an integer >= 0", lambda v: _integer(v, 0)),
+    "seed": ("an integer >= 0", lambda v: _integer(v, 0)),
+    "device": ("'cpu', 'cuda', 'cuda:N', 'mps', or None for CUDA when available",
+               lambda v: v is None or (isinstance(v, str) and DEVICE.fullmatch(v) is not None)),
+    "pca_chunk": _POSITIVE, "index_cap": _OPTIONAL_POSITIVE,
+    "index_kind": ("'flat' (exact) or 'ivf'", lambda v: v in ("flat", "ivf")),
+    "nlist": _POSITIVE, "nprobe": _POSITIVE,
+    "n_targets": ("an integer >= 2 (targets per basis vector: the grid's columns)", lambda v: _integer(v, 2)),
+    "n_neighbours": ("an integer >= 1 (patches per target: the grid's rows)", lambda v: _integer(v, 1)),
+    "thumb": ("an integer >= 2 (pixels per patch)", lambda v: _integer(v, 2)),
+    "n_show": _POSITIVE, "n_study": _POSITIVE, "ablation_eval": _OPTIONAL_POSITIVE,
+    "ablation_dense": _FLAG, "skip_bad_images": _FLAG,
+    "data_dir": _FOLDER, "figures_dir": _FOLDER,
+}
+"""Every setting's valid values: ``name -> (description, test)``."""
+
+
+def validate(p: Profile) -> Profile:
+    """Check every setting's type and range, and combinations that cannot work.
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, its value and what is valid, before any work starts.
+    """
+    for name, (valid, test) in RULES.items():
+        value = getattr(p, name)
+        if not test(value):
+            example = getattr(PROFILES["quick"], name)
+            hint = f" (the quick profile uses {name}={example!r})" if example is not None and name != "layers" else ""
+            raise ValueError(f"setting {name}={value!r} is not valid: expected {valid}{hint}.")
+    if p.dataset == "fashion_mnist":
+        for name in ("sample_split", "eval_split"):
+            if getattr(p, name) not in FASHION_SPLITS:
+                raise ValueError(
+                    f"setting {name}={getattr(p, name)!r} is not a Fashion-MNIST split: it has "
+                    f"{FASHION_SPLITS} (e.g. {name}='{'train' if name == 'sample_split' else 'test'}').")
+    if p.index_kind == "ivf" and p.nprobe > p.nlist:
+        raise ValueError(f"setting nprobe={p.nprobe} is not valid with nlist={p.nlist}: an IVF index has "
+                         f"nlist lists to probe; use nprobe <= {p.nlist}.")
+    return p
 
 
 def load_profile(name: str = "quick", **overrides) -> Profile:
-    """Return a built-in profile with some fields replaced.
+    """Return a built-in profile with some fields replaced, every setting validated.
 
     Parameters
     ----------
@@ -170,7 +251,7 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
     Raises
     ------
     ValueError
-        For an unknown profile name or an unknown field.
+        For an unknown profile name or setting, or an invalid value (see :data:`RULES`).
     """
     if isinstance(name, Profile):
         base = name
@@ -190,7 +271,10 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "layers" in changes:
         changes["layers"] = _coerce_layers(changes["layers"])
-    return dataclasses.replace(base, **changes)
+    for k in ("data_dir", "figures_dir", "data_root"):
+        if isinstance(changes.get(k), PurePath):
+            changes[k] = str(changes[k])
+    return validate(dataclasses.replace(base, **changes))
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")

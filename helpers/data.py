@@ -2,17 +2,25 @@
 
 Every dataset returned here yields ``(image_tensor, label)`` pairs ready for the
 model, and has ``display(i)``: the same image as a ``uint8`` array of shape
-``(H, W, C)``, cropped as the model sees it but not normalised, for patches.
+``(H, W, C)``, cropped as the model sees it but not normalised, for patches;
+``describe(i)``: where image ``i`` comes from (its file); ``identity()``: what
+the dataset is, cheaply (content digest, or root, classes and file list), for
+the provenance of every artifact made from it; and ``input_shape``.
+
+An image that cannot be read raises :class:`BadImageError` naming its path and
+index; :class:`helpers.batches.Batches` feeds a model and can skip such images
+instead, listing them (``skip_bad_images``).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from .config import ROOT, Profile
 
@@ -29,6 +37,18 @@ FASHION_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+
+
+class BadImageError(OSError):
+    """An image of the dataset cannot be read or decoded."""
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
 
 
 def read_idx(path) -> np.ndarray:
@@ -102,10 +122,23 @@ class ArrayImages(Dataset):
     classes : sequence of str
     """
 
-    def __init__(self, images, labels, mean, std, classes):
+    def __init__(self, images, labels, mean, std, classes, name: str = "arrays"):
         self.images = images
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        self.mean, self.std, self.classes = mean, std, tuple(classes)
+        self.mean, self.std, self.classes, self.name = mean, std, tuple(classes), name
+        self.input_shape = (1, *images.shape[1:]) if images.ndim == 3 else (images.shape[3], *images.shape[1:3])
+        self._identity = None
+
+    def identity(self) -> dict:
+        """``{"kind", "n", "sha256"}``: a digest of the pixels and labels (computed once)."""
+        if self._identity is None:
+            self._identity = {"kind": self.name, "n": len(self),
+                              "sha256": _digest(np.ascontiguousarray(self.images).tobytes(),
+                                                self.labels.numpy().tobytes())}
+        return self._identity
+
+    def describe(self, i) -> str:
+        return f"{self.name} image {i}"
 
     def __len__(self):
         return len(self.images)
@@ -127,7 +160,7 @@ def fashion_mnist(split: str = "train", dirs=None, download: bool = True) -> Arr
         raise ValueError(f"split={split!r} is not a Fashion-MNIST split; use 'train' or 'test'.")
     folder = find_fashion_mnist(dirs, download)
     images, labels = (read_idx(_find_idx(folder, s)) for s in FASHION_FILES[split])
-    return ArrayImages(images, labels, FASHION_MEAN, FASHION_STD, FASHION_CLASSES)
+    return ArrayImages(images, labels, FASHION_MEAN, FASHION_STD, FASHION_CLASSES, name=f"fashion_mnist/{split}")
 
 
 class FolderImages(Dataset):
@@ -150,18 +183,43 @@ class FolderImages(Dataset):
                 f"{folder} has no class folders with images ({e}); expected "
                 f"{folder}/<class>/<image>.JPEG, one folder per class."
             ) from None
+        self.root = Path(folder).resolve()
         self.classes = tuple(self.folder.classes)
+        crop = list(self.transform.crop_size)  # [224] or [h, w]
+        self.input_shape = (3, crop[0], crop[-1])
+        self._identity = None
 
     def __len__(self):
         return len(self.folder)
 
+    def identity(self) -> dict:
+        """``{"kind", "root", "classes", "files", ...}``: the folder, its class list and file list (cheap)."""
+        if self._identity is None:
+            paths = [str(Path(p).relative_to(self.root)) for p, _ in self.folder.samples]
+            self._identity = {"kind": "imagefolder", "root": str(self.root), "classes": len(self.classes),
+                              "classes_sha256": _digest(*self.classes), "files": len(paths),
+                              "files_sha256": _digest(*paths)}
+        return self._identity
+
+    def describe(self, i) -> str:
+        return self.folder.samples[i][0]
+
+    def _load(self, i):
+        try:
+            return self.folder[i]
+        except Exception as e:  # truncated, not an image, unreadable: all name the file
+            raise BadImageError(
+                f"image {i} ({self.describe(i)}) cannot be read ({type(e).__name__}: {e}); replace or "
+                "delete it, or set skip_bad_images=True to skip unreadable images (the artifacts "
+                "list them).") from e
+
     def __getitem__(self, i):
-        image, label = self.folder[i]
+        image, label = self._load(i)
         return self.transform(image), label
 
     def display(self, i) -> np.ndarray:
         """Image ``i`` resized and centre-cropped as the model sees it, ``uint8`` (H, W, 3)."""
-        image, _ = self.folder[i]
+        image, _ = self._load(i)
         return np.asarray(self.crop(image.convert("RGB")))
 
 
@@ -196,8 +254,64 @@ def image_folder(root, split: str, name: str = "data_root") -> FolderImages:
     return FolderImages(folder)
 
 
+CHANNELS = {"fashion_mnist": 1, "imagenet": 3, "imagefolder": 3}
+"""Image channels of each dataset kind."""
+
+
+def check_split(profile: Profile, split: str, name: str = "eval_split") -> None:
+    """Refuse a split the dataset lacks, before any work, suggesting the ones it has.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a folder dataset without ``<data_root>/<split>``.
+    ValueError
+        When ``data_root`` is not set for a folder dataset.
+    """
+    if profile.dataset == "fashion_mnist":
+        return  # its splits are checked with the profile (config.validate)
+    if profile.data_root is None:
+        image_folder(None, split)
+    root = Path(profile.data_root).expanduser()
+    if not root.is_dir():
+        image_folder(root, split)
+    if not (root / split).is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        hint = f" Use {name}={found[0]!r} (e.g. -p {name}={found[0]})." if len(found) == 1 else (
+            f" Use one of them, e.g. -p {name}=val." if "val" in found else "")
+        raise FileNotFoundError(
+            f"setting {name}={split!r}: {root / split} does not exist; {root} has the splits {found}.{hint}")
+
+
+_CACHE: dict = {}
+
+
 def load_dataset(profile: Profile, split: str):
-    """The profile's dataset for one split (``profile.sample_split`` or ``eval_split``)."""
+    """The profile's dataset for one split (``profile.sample_split`` or ``eval_split``).
+
+    Loaded once per process and kept while its files are unchanged.
+    """
+    stamp = _stamp(profile, split)
+    cached = _CACHE.get((profile.dataset, profile.data_root, split))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    ds = _load_dataset(profile, split)
+    _CACHE[(profile.dataset, profile.data_root, split)] = (stamp, ds)
+    return ds
+
+
+def _stamp(profile: Profile, split: str):
+    """Modification times that change when the split's files do (None: no caching)."""
+    if profile.dataset == "fashion_mnist":
+        return None
+    folder = Path(profile.data_root or ".").expanduser() / split
+    try:
+        return tuple((d.name, d.stat().st_mtime_ns) for d in sorted(folder.iterdir()) if d.is_dir())
+    except OSError:
+        return None
+
+
+def _load_dataset(profile: Profile, split: str):
     if profile.dataset == "fashion_mnist":
         dirs = None
         if profile.data_root:
@@ -224,8 +338,18 @@ def select(n_total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_total, size=n, replace=False))
 
 
-def loader(dataset, indices=None, batch_size: int = 256, num_workers: int = 0, device=None) -> DataLoader:
-    """Batches of ``dataset`` (or of the images ``indices``) in order, pinned when bound for CUDA."""
-    data = dataset if indices is None else Subset(dataset, np.asarray(indices).tolist())
-    return DataLoader(data, batch_size=batch_size, num_workers=num_workers,
-                      pin_memory=torch.device(device or "cpu").type == "cuda")
+def images_key(dataset, indices=None) -> dict:
+    """Which images: the dataset's identity, how many, and a digest of their indices."""
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    identity = dataset.identity() if hasattr(dataset, "identity") else {"kind": type(dataset).__name__,
+                                                                         "n": len(dataset)}
+    return {"dataset": identity, "n": int(len(indices)), "indices": _digest(indices.astype(np.int64).tobytes())}
+
+
+def example(dataset, indices=None) -> torch.Tensor:
+    """An input of the dataset's shape (zeros when the shape is known: no image is read)."""
+    shape = getattr(dataset, "input_shape", None)
+    if shape is not None:
+        return torch.zeros(shape)
+    first = 0 if indices is None or len(indices) == 0 else int(np.asarray(indices)[0])
+    return dataset[first][0]

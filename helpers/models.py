@@ -3,7 +3,9 @@
 ``mini_alexnet``
     AlexNet's shape (5 conv + 3 fc, in-place ReLU, max-pool, dropout) at
     Fashion-MNIST scale, with torchvision's module paths, so one layer table
-    serves both models. Trained on first use and cached per profile.
+    serves both models. Trained on first use (reproducibly: see
+    :mod:`helpers.training`) and cached per profile as the ``model`` artifact,
+    whose content hash is the model's id in every later artifact.
 ``alexnet``
     ``torchvision.models.alexnet(weights=AlexNet_Weights.IMAGENET1K_V1)``.
 """
@@ -14,12 +16,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from . import store
+from . import keys, store
 from .config import Profile
-from .data import load_dataset, loader, select
+from .batches import Batches
+from .data import CHANNELS, images_key, load_dataset, select
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,14 @@ LAYER_TABLE = {
 }
 """Paper layer name -> module path (the module whose output is taken pre-ReLU)."""
 
-MODELS = ("mini_alexnet", "alexnet")
-TRAIN = {"lr": 1e-3, "batch_size": 128}
+MODELS = {
+    "mini_alexnet": {"channels": 1, "input": "1-channel 28 x 28 images (Fashion-MNIST)", "trained": True},
+    "alexnet": {"channels": 3, "input": "RGB 224 x 224 images (ImageNet or an image folder)",
+                "weights": "IMAGENET1K_V1"},
+}
+"""Each model: the images it takes, and whether it is a stand-in trained here."""
+MADE_BY = "01_sample (it trains the stand-in model on first use)"
+SOURCES = ("models", "training", "data", "batches")
 
 
 def layer_paths(layers) -> dict[str, str]:
@@ -112,76 +120,93 @@ def evaluate(model, dataset, indices=None, batch_size: int = 256, device=None,
     device = get_device(device)
     model.eval().to(device)
     correct = total = 0
-    batches = loader(dataset, indices, batch_size, num_workers, device)
-    for x, y in tqdm(batches, desc=desc, leave=False):
+    batches = Batches(dataset, indices, batch_size, num_workers, device)
+    for x, y, _ in tqdm(batches, desc=desc, leave=False):
         pred = model(x.to(device, non_blocking=True)).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
     return correct / total
 
 
-def train_mini_alexnet(profile: Profile, device=None) -> tuple[nn.Module, float]:
-    """Train ``mini_alexnet`` with Adam for ``profile.train_epochs`` epochs (seeded).
+def check(profile: Profile) -> None:
+    """Refuse an unknown model, or one that cannot take the dataset's images, before any work.
 
-    Returns the model (eval mode) and its top-1 accuracy on the eval split.
+    Raises
+    ------
+    ValueError
+        Naming the model, the dataset and what would work.
     """
-    device = get_device(device or profile.device)
-    torch.manual_seed(profile.seed)
-    train = load_dataset(profile, "train")
-    idx = select(len(train), profile.train_limit, profile.seed)
-    batches = DataLoader(Subset(train, idx), batch_size=TRAIN["batch_size"], shuffle=True,
-                        generator=torch.Generator().manual_seed(profile.seed))
-    model = MiniAlexNet().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=TRAIN["lr"])
-    for epoch in range(profile.train_epochs):
-        model.train()
-        for x, y in tqdm(batches, desc=f"train mini_alexnet, epoch {epoch + 1}/{profile.train_epochs}"):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
-            loss.backward()
-            opt.step()
-    test = load_dataset(profile, profile.eval_split)
-    acc = evaluate(model, test, select(len(test), profile.n_eval, profile.seed),
-                   device=device, desc="test accuracy")
-    return model.eval(), acc
+    spec = MODELS.get(profile.model)
+    if spec is None:
+        raise ValueError(f"model={profile.model!r} is unknown; use one of {list(MODELS)}.")
+    channels = CHANNELS.get(profile.dataset)
+    if channels is not None and channels != spec["channels"]:
+        fits = [name for name, s in MODELS.items() if s["channels"] == channels]
+        raise ValueError(
+            f"model={profile.model!r} takes {spec['input']}, but dataset={profile.dataset!r} gives "
+            f"{channels}-channel images; use model={fits[0]!r} with this dataset, or a dataset of "
+            f"{spec['input'].split(' (')[0]}.")
 
 
-def _checkpoint_params(profile: Profile) -> dict:
-    return {"model": "mini_alexnet", "dataset": profile.dataset, "epochs": profile.train_epochs,
-            "train_limit": profile.train_limit, "seed": profile.seed, **TRAIN}
+def builder(name: str):
+    """The constructor of a stand-in model (untrained)."""
+    if name == "mini_alexnet":
+        return MiniAlexNet
+    raise ValueError(f"model={name!r} is not a stand-in trained here; stand-ins: "
+                     f"{[n for n, s in MODELS.items() if s.get('trained')]}.")
 
 
-def load_mini_alexnet(profile: Profile, device=None, train: bool = True) -> tuple[nn.Module, dict]:
-    """The profile's ``mini_alexnet``: from its checkpoint, or trained now and cached.
+def is_trained_here(name: str) -> bool:
+    """Whether the model is a stand-in trained here (its id is its checkpoint's hash)."""
+    return bool(MODELS.get(name, {}).get("trained"))
+
+
+def weights_id(name: str) -> str:
+    """The id of a model with published weights, e.g. ``torchvision:AlexNet_Weights.IMAGENET1K_V1``."""
+    from torchvision.models import get_model_weights
+
+    return f"torchvision:{get_model_weights(name)[MODELS[name]['weights']]}"
+
+
+def checkpoint_key(profile: Profile) -> dict:
+    """What a stand-in's checkpoint is made from: model, training settings, training images, code."""
+    from .training import HYPER
+
+    images = load_dataset(profile, "train")
+    return keys.key({"model": profile.model, "epochs": profile.train_epochs, "seed": profile.seed, **HYPER},
+                     {"images": images_key(images, select(len(images), profile.train_limit, profile.seed))},
+                     SOURCES)
+
+
+def load_standin(profile: Profile, train: bool = True) -> tuple[nn.Module, dict]:
+    """The profile's stand-in: from its checkpoint, or trained now and cached.
 
     The checkpoint is ``data/<profile>/model/model.pt`` (loaded with
-    ``weights_only=True``); its sidecar holds the test accuracy.
+    ``weights_only=True``); its sidecar holds the test accuracy. With
+    ``train=False`` a missing or stale checkpoint is an error naming 01_sample.
     """
-    folder = profile.artifact("model")
-    params = _checkpoint_params(profile)
-    made_by = "01_sample (it trains the model on first use)"
-    try:
-        meta = store.read_meta(folder, params, made_by)
-    except FileNotFoundError:
-        if not train:
-            raise
-        model, acc = train_mini_alexnet(profile, device)
-        partial, _ = store.begin(folder, params, made_by)
-        torch.save(model.state_dict(), partial / "model.pt")
-        meta = store.commit(partial, folder, params, profile.name, "model", ["model.pt"],
-                            extra={"test_accuracy": acc})
-        log.info("trained mini_alexnet: test accuracy %.4f", acc)
-    model = MiniAlexNet()
+    from .training import train_pinned
+
+    folder, key = profile.artifact("model"), checkpoint_key(profile)
+    if train:
+        with store.Build(folder, key, MADE_BY, profile=profile.name, resumable=False) as b:
+            if not b.current:
+                result = train_pinned(profile, b.partial / "model.pt")
+                b.commit(["model.pt"], extra=result)
+                log.info("trained %s: test accuracy %.4f", profile.model, result["test_accuracy"])
+            meta = b.meta
+    else:
+        meta = store.read_meta(folder, key, MADE_BY)
+    model = builder(profile.model)()
     try:
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as e:
-        raise ValueError(
-            f"{folder / 'model.pt'} is corrupt or not a mini_alexnet checkpoint ({type(e).__name__}); "
-            f"delete {folder} to retrain it."
+        raise store.CorruptArtifactError(
+            f"{folder / 'model.pt'} is corrupt or not a {profile.model} checkpoint ({type(e).__name__}); "
+            f"delete {folder} and rerun {MADE_BY}."
         ) from None
-    return model.eval(), {"name": "mini_alexnet", "id": meta["hash"],
-                          "test_accuracy": meta["test_accuracy"]}
+    return model.eval(), {"name": profile.model, "id": meta["hash"], "test_accuracy": meta["test_accuracy"]}
 
 
 def load_alexnet(weights: str | None = "IMAGENET1K_V1") -> tuple[nn.Module, dict]:
@@ -211,13 +236,16 @@ def load_alexnet(weights: str | None = "IMAGENET1K_V1") -> tuple[nn.Module, dict
 
 
 def load_model(profile: Profile, device=None, train: bool = True) -> tuple[nn.Module, dict]:
-    """The profile's model in eval mode on ``device``, and an info dict (``name``, ``id``, ...)."""
-    if profile.model == "mini_alexnet":
-        model, info = load_mini_alexnet(profile, device, train)
-    elif profile.model == "alexnet":
-        model, info = load_alexnet()
+    """The profile's model in eval mode on ``device``, and an info dict (``name``, ``id``, ...).
+
+    ``id`` identifies the weights in every artifact made with the model: the
+    checkpoint's hash for a stand-in, the weights' name for a published model.
+    """
+    check(profile)
+    if is_trained_here(profile.model):
+        model, info = load_standin(profile, train)
     else:
-        raise ValueError(f"model={profile.model!r} is unknown; use one of {list(MODELS)}.")
+        model, info = load_alexnet(MODELS[profile.model]["weights"])
     return model.to(get_device(device or profile.device)), info
 
 

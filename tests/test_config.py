@@ -30,3 +30,36 @@ def test_unknown_setting_names_valid_ones():
 
 def test_settings_cover_every_field_but_name():
     assert "name" not in SETTINGS and {"seed", "layers", "data_root"} <= set(SETTINGS)
+
+
+@pytest.mark.parametrize("setting, value, expect", [
+    ("n_targets", 0, r"setting n_targets=0 is not valid: expected an integer >= 2"),
+    ("n_neighbours", -1, r"setting n_neighbours=-1 is not valid: expected an integer >= 1"),
+    ("batch_size", "abc", r"setting batch_size='abc' is not valid: expected a positive integer"),
+    ("seed", 1.5, r"setting seed=1.5 is not valid: expected an integer >= 0"),
+    ("ablation_dense", 1, r"setting ablation_dense=1 is not valid: expected True or False"),
+    ("index_kind", "hnsw", r"setting index_kind='hnsw' is not valid: expected 'flat' \(exact\) or 'ivf'"),
+    ("device", "gpu", r"setting device='gpu' is not valid"),
+    ("layers", "conv1,conv1", r"setting layers=\('conv1', 'conv1'\) is not valid: expected distinct layer names"),
+    ("n_sample", 0, r"setting n_sample=0 is not valid: expected a positive integer, or None for all"),
+    ("eval_split", "val", r"setting eval_split='val' is not a Fashion-MNIST split: it has \('train', 'test'\)"),
+])
+def test_every_setting_is_checked_with_its_valid_range(setting, value, expect):
+    with pytest.raises(ValueError, match=expect):
+        load_profile("smoke", **{setting: value})
+
+
+def test_combinations_that_cannot_work_are_refused():
+    with pytest.raises(ValueError, match=r"nprobe=32 is not valid with nlist=16.*nprobe <= 16"):
+        load_profile("smoke", index_kind="ivf", nprobe=32)
+    load_profile("smoke", nprobe=32)  # a flat index has no lists to probe
+
+
+def test_paths_may_be_given_as_path_objects(tmp_path):
+    assert load_profile("smoke", data_dir=tmp_path).data_dir == str(tmp_path)
+
+
+def test_every_setting_has_a_rule():
+    from helpers.config import RULES
+
+    assert set(RULES) == set(SETTINGS)

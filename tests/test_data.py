@@ -93,3 +93,73 @@ def test_select_is_seeded_sorted_and_complete_when_asked():
     np.testing.assert_array_equal(a, b)
     assert (np.diff(a) > 0).all() and not np.array_equal(a, data.select(100, 10, seed=1))
     np.testing.assert_array_equal(data.select(5, None, 0), np.arange(5))
+
+
+def test_a_truncated_jpeg_is_named_by_path_and_index(broken_imagenet):
+    root, victim = broken_imagenet
+    ds = data.image_folder(root, "val")
+    with pytest.raises(data.BadImageError, match=rf"image 1 \({victim}\) cannot be read .*skip_bad_images=True"):
+        ds[1]
+    with pytest.raises(data.BadImageError, match=rf"image 1 \({victim}\)"):
+        ds.display(1)
+
+
+def test_skipped_images_leave_the_sample_and_are_listed(broken_imagenet, tmp_path):
+    import torchvision
+
+    from helpers import sampling, store
+
+    root, victim = broken_imagenet
+    ds = data.image_folder(root, "val")
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(weights=None).eval()
+    with pytest.raises(data.BadImageError, match=str(victim)):
+        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4)
+    meta = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4, skip_bad=True)
+    assert [b["path"] for b in meta["bad_images"]] == [str(victim)]
+    X, loc = sampling.open_sample(tmp_path / "s", "conv1")
+    assert X.shape == (5, 64) and list(loc[:, 0]) == [0, 2, 3, 4, 5]
+    # the same image's vector as in a sample of the readable images alone
+    good = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "g", indices=[0, 2, 3, 4, 5],
+                                       batch_size=4)
+    Xg, locg = sampling.open_sample(tmp_path / "g", "fc3")
+    np.testing.assert_allclose(sampling.open_sample(tmp_path / "s", "fc3")[0], Xg, atol=1e-5)
+    assert good["bad_images"] == []
+    with pytest.raises(store.StaleArtifactError, match="1 unreadable image.*skip_bad_images is off"):
+        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4)
+
+
+def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_imagenet):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_imagenet, other)
+    a, b = data.image_folder(tiny_imagenet, "val"), data.image_folder(other, "val")
+    assert len(a) == len(b)
+    ka, kb = data.images_key(a), data.images_key(b)
+    assert ka["n"] == kb["n"] and ka["dataset"]["root"] != kb["dataset"]["root"]
+    renamed = sorted((other / "val").rglob("*.JPEG"))[0]
+    renamed.rename(renamed.with_name("x" + renamed.name))
+    c = data.image_folder(other, "val")
+    assert data.images_key(c)["dataset"]["files_sha256"] != kb["dataset"]["files_sha256"]
+
+
+def test_fashion_mnist_identity_is_its_content(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for split, n in (("train", 6), ("test", 4)):
+            images, labels = data.FASHION_FILES[split]
+            _write_idx(tmp_path / folder / f"{images}.gz", np.random.default_rng(n).integers(0, 256, size=(n, 28, 28)))
+            _write_idx(tmp_path / folder / labels, rng.integers(0, 10, size=n))
+    a = data.fashion_mnist("test", dirs=[tmp_path / "a"], download=False).identity()
+    b = data.fashion_mnist("test", dirs=[tmp_path / "b"], download=False).identity()
+    assert a["n"] == b["n"] == 4 and a["sha256"] != b["sha256"]  # same images, other labels
+
+
+def test_a_split_the_folder_lacks_is_refused_with_the_fix(tiny_imagenet):
+    p = load_profile("smoke", dataset="imagefolder", model="alexnet", data_root=str(tiny_imagenet))
+    with pytest.raises(FileNotFoundError, match=r"eval_split='test': .*test does not exist; .* has the splits "
+                                                r"\['train', 'val'\]\. Use one of them, e\.g\. -p eval_split=val"):
+        data.check_split(p, p.eval_split)
+    data.check_split(p, "val")

