@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from helpers import ablation, bases, data, models
+from helpers import ablation, bases, data, models, provenance
 from helpers.config import load_profile
 
 
@@ -29,13 +29,14 @@ def main() -> None:
     net, _ = models.load_model(p, device="cpu", train=False)
     images = data.load_dataset(p, p.eval_split)
     indices = data.select(len(images), args.n, p.seed)
-    table, _ = bases.explained_variance_table(p.artifact("bases"), p.layers)
+    key = provenance.expected(p, "bases")  # the quick profile's current bases, or a clear error
+    table, _ = bases.explained_variance_table(p.artifact("bases"), p.layers, key=key)
     print(f"quick profile, {len(indices)} eval images, batch {p.batch_size}")
     print(f"{'layer':6s} {'settings':>8s} {'sweep s':>8s} {'naive s':>8s} {'ratio':>6s}  max |Δ top1|")
     total_sweep = total_naive = 0.0
     for layer in args.layers or p.layers:
-        pca = bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu")
-        neuron = bases.load_basis(p.artifact("bases"), layer, "neuron_pre_relu")
+        pca = bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu", key)
+        neuron = bases.load_basis(p.artifact("bases"), layer, "neuron_pre_relu", key)
         comps = {"pca": pca.components_, "neuron": neuron.components_}
         marks = table[table.layer == layer]
         counts = ablation.count_grid(len(pca.components_), False, extra=[*marks.k80, *marks.k99])

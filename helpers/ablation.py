@@ -22,12 +22,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import store
-from .data import loader
+from . import keys, store
+from .batches import Batches
+from .data import images_key
 from .models import get_device, layer_paths
 
 FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
 MADE_BY = "05_ablation (python -m helpers.run --only 05)"
+SOURCES = ("ablation", "data", "batches")
 
 
 def project_out(a: torch.Tensor, V: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -105,7 +107,8 @@ def settings(components: dict, counts: list[int]) -> list[tuple]:
 
 @torch.no_grad()
 def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, indices=None,
-                batch_size: int = 256, max_rows: int = 4096, device=None, num_workers: int = 0) -> list[dict]:
+                batch_size: int = 256, max_rows: int = 4096, device=None, num_workers: int = 0,
+                skip_bad: bool = False, bad: list | None = None) -> list[dict]:
     """Top-1 accuracy for every setting of one layer, the prefix run once per batch.
 
     Parameters
@@ -116,6 +119,8 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
     counts : list of int
     max_rows : int
         Most rows stacked into one suffix call (settings x batch).
+    skip_bad, bad : bool, list
+        Leave out unreadable images, appending their records to ``bad``.
 
     Returns
     -------
@@ -142,8 +147,8 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
 
     correct = np.zeros(len(unique), dtype=np.int64)
     total = 0
-    batches = loader(dataset, indices, batch_size, num_workers, device)
-    for x, y in tqdm(batches, desc=f"ablate {layer}", leave=False):
+    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
+    for x, y, _ in tqdm(batches, desc=f"ablate {layer}", leave=False):
         a = prefix(x.to(device, non_blocking=True)).float()
         y = y.to(device)
         group = max(1, max_rows // len(a))
@@ -154,49 +159,104 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
             hits = (logits.argmax(1).view(len(chunk), -1) == y).sum(1)
             correct[start:start + len(chunk)] += hits.cpu().numpy()
         total += len(a)
+    if bad is not None:
+        bad.extend(batches.bad)
+    if total == 0:
+        raise ValueError(f"no readable eval image to measure accuracy on ({len(batches.bad)} skipped).")
     accuracy = dict(zip(unique, correct / total))
     return [{"layer": layer, "basis": b, "order": o, "n_ablated": n, "top1": float(accuracy[key[(b, o, n)]])}
             for b, o, n in todo]
 
 
-def sweep(model, dataset, layers, bases: dict, counts: dict, folder, *, indices=None, tag=None,
-          profile: str = "", **kw) -> list[dict]:
-    """:func:`sweep_layer` for every layer; rows stream into ``<folder>.partial/ablation.csv``.
+def layer_counts(bases: dict, dense: bool) -> dict:
+    """``{layer: [n, ...]}``: the count grid of each layer, with the 80 %/99 % counts of every basis.
 
-    Layers finished before an interruption are not recomputed. ``bases`` is
-    ``{layer: {basis: (components (d, d), mean (d,))}}``, ``counts`` ``{layer: [n, ...]}``.
-    Returns all rows; the finished artifact is ``<folder>/ablation.csv``.
+    ``bases`` is ``{layer: {basis: fitted basis}}`` (``explained_variance_ratio_``).
     """
-    params = {"layers": list(layers), "counts": {k: list(map(int, v)) for k, v in counts.items()},
-              "n": None if indices is None else len(indices), **(tag or {})}
-    try:
-        store.read_meta(folder, params, MADE_BY)
-        return read_rows(Path(folder) / "ablation.csv")
-    except FileNotFoundError:
-        pass
+    from .bases import counts as variance_counts
+
+    out = {}
+    for layer, fitted in bases.items():
+        d = len(next(iter(fitted.values())).components_)
+        extra = [k for b in fitted.values() for k in variance_counts(b.explained_variance_ratio_)]
+        out[layer] = count_grid(d, dense, extra=extra)
+    return out
+
+
+def ablation_key(layers, images: dict, model_id: str, bases_hash: str, *, dense: bool | None = None,
+                 counts: dict | None = None) -> dict:
+    """What the sweep is made from: the layers, the count grid, the eval images, the model, the bases."""
+    grid = {"dense": bool(dense)} if counts is None else {"counts": {k: list(map(int, v)) for k, v in counts.items()}}
+    return keys.key({"layers": list(layers), **grid}, {"model": model_id, "images": images, "bases": bases_hash},
+                     SOURCES)
+
+
+def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = None, dense: bool = False,
+          indices=None, model_id: str = "unnamed", bases_hash: str = "unnamed", skip_bad: bool = False,
+          profile: str = "", **kw) -> list[dict]:
+    """:func:`sweep_layer` for every layer into ``<folder>/ablation.csv``; returns its rows for ``layers``.
+
+    ``bases`` is ``{layer: {basis: fitted basis}}`` (``components_``, ``mean_``,
+    ``explained_variance_ratio_``); ``counts`` ``{layer: [n, ...]}`` (default:
+    :func:`layer_counts` with ``dense``). Each finished layer is saved as its
+    own file in ``<folder>.partial/`` (written under a temporary name and
+    renamed), so an interruption at any point loses no finished layer and a
+    rerun resumes at the first unfinished one; ``ablation.csv`` is assembled,
+    as a new file, when every layer is done.
+    """
     folder = Path(folder)
-    partial, progress = store.begin(folder, params, MADE_BY)
-    path = partial / "ablation.csv"
-    done = progress.get("layers_done", [])
-    kept = [r for r in read_rows(path) if r["layer"] in done] if path.exists() else []
-    with open(path, "w", newline="") as f:  # rows of a layer cut off mid-write are dropped
-        writer = csv.DictWriter(f, FIELDS)
-        writer.writeheader()
-        writer.writerows(kept)
+    key = ablation_key(layers, images_key(dataset, indices), model_id, bases_hash,
+                       dense=dense, counts=counts)
+    counts = counts or layer_counts(bases, dense)
+    with store.Build(folder, key, MADE_BY, profile=profile) as b:
+        if b.current:
+            _refuse_skipped(b.meta, skip_bad, folder)
+        else:
+            _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw)
+    return [r for r in read_rows(folder / "ablation.csv") if r["layer"] in set(layers)]
+
+
+def _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw) -> dict:
+    done, bad = list(b.progress.get("layers_done", [])), list(b.progress.get("bad", []))
     for layer in tqdm(layers, desc="ablation sweep"):
         if layer in done:
             continue
-        components = {b: comp for b, (comp, _) in bases[layer].items()}
-        mean = next(iter(bases[layer].values()))[1]
-        rows = sweep_layer(model, dataset, layer, components, mean, counts[layer], indices=indices, **kw)
-        with open(path, "a", newline="") as f:
-            csv.DictWriter(f, FIELDS).writerows(rows)
+        fitted = bases[layer]
+        components = {basis: f.components_ for basis, f in fitted.items()}
+        mean = next(iter(fitted.values())).mean_
+        found = []
+        rows = sweep_layer(model, dataset, layer, components, mean, counts[layer], indices=indices,
+                           skip_bad=skip_bad, bad=found, **kw)
+        if not bad:
+            bad = found  # every layer reads the same images: record them once
+        _write_rows(b.partial / f"{layer}.csv", rows)
+        done.append(layer)
+        b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done, bad=bad)
+    rows = [r for layer in layers for r in read_rows(b.partial / f"{layer}.csv")]
+    _write_rows(b.partial / "ablation.csv", rows)
+    for layer in layers:
+        (b.partial / f"{layer}.csv").unlink()
+    return b.commit(["ablation.csv"], extra={"counts": {k: list(map(int, counts[k])) for k in layers},
+                                             "bad_images": bad})
+
+
+def _refuse_skipped(meta: dict, skip_bad: bool, folder) -> None:
+    if meta.get("bad_images") and not skip_bad:
+        raise store.StaleArtifactError(
+            f"{folder} was measured with {len(meta['bad_images'])} unreadable image(s) left out, but "
+            "skip_bad_images is off. Set skip_bad_images=True to use it, or repair the images, delete "
+            f"{folder} and rerun {MADE_BY}.")
+
+
+def _write_rows(path, rows) -> None:
+    """Write rows as a CSV file under a temporary name, fsynced, then renamed into place."""
+    with store.atomic(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
             f.flush()
             os.fsync(f.fileno())
-        done.append(layer)
-        store.save_progress(partial, params, layers_done=done)
-    store.commit(partial, folder, params, profile, "ablation", ["ablation.csv"])
-    return read_rows(folder / "ablation.csv")
 
 
 def read_rows(path) -> list[dict]:

@@ -14,10 +14,13 @@ float64 data for a float64 product.
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from . import keys, store
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -196,13 +199,16 @@ class _Basis:
     @classmethod
     def load(cls, path):
         """Load a basis saved with :meth:`save`."""
+        from .store import CorruptArtifactError
+
         path = Path(path)
         try:
             with np.load(path) as f:
                 data = {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError) as e:
-            raise ValueError(f"{path} is corrupt or not a saved basis ({e}); rerun 02_pca.") from None
-        kind = str(data["kind"])
+            kind = str(data["kind"])
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise CorruptArtifactError(f"{path} is corrupt or not a saved basis ({type(e).__name__}: {e}); "
+                                       f"delete {path.parent} and rerun {BASES_MADE_BY}.") from None
         if kind != cls.__name__:
             raise ValueError(f"{path} holds a {kind}, not a {cls.__name__}.")
         basis = cls(int(data["n_components"]) or None)
@@ -307,49 +313,55 @@ def counts(ratio, thresholds=(0.8, 0.99)) -> list[int]:
 
 
 BASES_MADE_BY = "02_pca (python -m helpers.run --only 02)"
+SOURCES = ("bases",)
+
+
+def bases_key(layers, sample_hash: str) -> dict:
+    """What the bases are made from: the layers and the sample (its content hash)."""
+    return keys.key({"layers": list(layers)}, {"sample": sample_hash}, SOURCES)
 
 
 def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384,
-                    profile: str = "") -> dict:
+                    profile: str = "", sample_key: dict | None = None) -> dict:
     """Fit and save the bases of every layer of a sample (notebook 02).
 
     Writes ``<layer>_<curve>.npz`` per layer into ``bases_folder``; layers
-    finished before an interruption are kept. Memory: as :func:`fit_bases`.
+    finished before an interruption are kept. ``sample_key`` is the key the
+    sample must have (a stale sample is refused). Memory: as :func:`fit_bases`.
 
     Returns
     -------
     dict
         The sidecar of the bases artifact.
     """
-    from . import store
     from .models import has_relu
+    from .sampling import MADE_BY as SAMPLE_MADE_BY
     from .sampling import open_sample
 
-    sample = store.read_meta(sample_folder, made_by="01_sample")
-    params = {"sample": sample["hash"], "layers": list(layers)}
-    try:
-        return store.read_meta(bases_folder, params, BASES_MADE_BY)
-    except FileNotFoundError:
-        pass
-    partial, progress = store.begin(bases_folder, params, BASES_MADE_BY)
-    done = progress.get("layers_done", [])
-    for layer in tqdm(layers, desc="bases per layer"):
-        if layer in done:
-            continue
-        X, _ = open_sample(sample_folder, layer)
-        for curve, basis in fit_bases(X, has_relu(layer), chunk_size, desc=layer).items():
-            basis.save(partial / f"{layer}_{curve}.npz")
-        done.append(layer)
-        store.save_progress(partial, params, layers_done=done)
-    files = sorted(p.name for p in partial.glob("*.npz"))
-    return store.commit(partial, bases_folder, params, profile, "bases", files)
+    sample = store.read_meta(sample_folder, sample_key, SAMPLE_MADE_BY)
+    key = bases_key(layers, sample["hash"])
+    with store.Build(bases_folder, key, BASES_MADE_BY, profile=profile) as b:
+        if b.current:
+            return b.meta
+        done = list(b.progress.get("layers_done", []))
+        for layer in tqdm(layers, desc="bases per layer"):
+            if layer in done:
+                continue
+            X, _ = open_sample(sample_folder, layer)
+            for curve, basis in fit_bases(X, has_relu(layer), chunk_size, desc=layer).items():
+                with store.atomic(b.partial / f"{layer}_{curve}.npz") as tmp, open(tmp, "wb") as f:
+                    basis.save(f)
+            done.append(layer)
+            b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
+        return b.commit(sorted(p.name for p in b.partial.glob("*.npz")))
 
 
-def load_basis(bases_folder, layer: str, curve: str = "pca_pre_relu"):
-    """Load one saved basis, e.g. ``load_basis(folder, "fc1", "neuron_pre_relu")``."""
-    from . import store
+def load_basis(bases_folder, layer: str, curve: str = "pca_pre_relu", key: dict | None = None):
+    """Load one saved basis, e.g. ``load_basis(folder, "fc1", "neuron_pre_relu")``.
 
-    store.read_meta(bases_folder, made_by=BASES_MADE_BY)
+    ``key``: the key the bases must have (see :mod:`helpers.provenance`).
+    """
+    store.read_meta(bases_folder, key, BASES_MADE_BY)
     path = Path(bases_folder) / f"{layer}_{curve}.npz"
     if not path.exists():
         have = sorted(p.stem for p in Path(bases_folder).glob("*.npz"))
@@ -358,11 +370,13 @@ def load_basis(bases_folder, layer: str, curve: str = "pca_pre_relu"):
     return cls.load(path)
 
 
-def explained_variance_table(bases_folder, layers, thresholds=(0.8, 0.99)):
+def explained_variance_table(bases_folder, layers, thresholds=(0.8, 0.99), key: dict | None = None):
     """Counts for 80 % / 99 % of the variance: DataFrame ``layer, d, curve, k80, k99``.
 
     Also returns ``{layer: {curve: explained_variance_ratio_}}`` for the figure.
+    ``key``: the key the bases must have.
     """
+    store.read_meta(bases_folder, key, BASES_MADE_BY)
     import pandas as pd
 
     rows, ratios = [], {}
@@ -372,7 +386,7 @@ def explained_variance_table(bases_folder, layers, thresholds=(0.8, 0.99)):
             path = Path(bases_folder) / f"{layer}_{curve}.npz"
             if not path.exists():
                 continue
-            ratio = load_basis(bases_folder, layer, curve).explained_variance_ratio_
+            ratio = load_basis(bases_folder, layer, curve).explained_variance_ratio_  # checked above
             ratios[layer][curve] = ratio
             k80, k99 = counts(ratio, thresholds)
             rows.append({"layer": layer, "d": len(ratio), "curve": curve, "k80": k80, "k99": k99})

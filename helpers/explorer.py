@@ -8,18 +8,24 @@ so notebooks run under papermill unchanged.
 from __future__ import annotations
 
 from .config import load_profile
-from .data import load_dataset
+from .data import example, load_dataset
 from .models import load_model
 from .receptive import receptive_fields
 from .visualize import BASES, Visualizer, grid_png
 
 
 def visualizer_for(profile) -> Visualizer:
-    """A :class:`Visualizer` over a profile's eval images and model's receptive fields."""
+    """A :class:`Visualizer` over a profile's eval images and model's receptive fields.
+
+    It refuses artifacts that are not current for the profile (``provenance``).
+    """
+    from .provenance import keys
+
     model, _ = load_model(profile, device="cpu", train=False)
     images = load_dataset(profile, profile.eval_split)
-    fields = receptive_fields(model, profile.layers, images[0][0])
-    return Visualizer(profile, images, fields, device=profile.device)
+    fields = receptive_fields(model, profile.layers, example(images))
+    return Visualizer(profile, images, fields, device=profile.device,
+                      keys=keys(profile, ("sample", "bases", "index")))
 
 
 def explorer(profiles=("quick", "smoke", "paper"), profile=None, **overrides):

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import store
 from .study import GAP, ResponseLog, column_boxes, load_stimuli, response, trial_list
 
 POOL = 4
@@ -63,7 +64,7 @@ def choose(top: np.ndarray, bottom: np.ndarray, m: int, k: int) -> str:
     return "bottom" if roughness(bottom, m, k) < roughness(top, m, k) else "top"
 
 
-def run(profile, name: str = NAME) -> Path:
+def run(profile, name: str = NAME, stimuli_key: dict | None = None) -> Path:
     """Answer every trial of the profile's stimuli; returns the log's path.
 
     The log ``responses/machine/<name>.jsonl`` is rewritten from scratch (it is
@@ -71,17 +72,16 @@ def run(profile, name: str = NAME) -> Path:
     """
     p = profile
     folder = p.artifact("stimuli")
-    stimuli, stimuli_hash = load_stimuli(folder)
+    stimuli, stimuli_hash = load_stimuli(folder, stimuli_key)
     trials = trial_list(stimuli, name, p.seed)
     path = p.artifact("responses") / "machine" / f"{name}.jsonl"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    log = ResponseLog(tmp)
-    for t in tqdm(trials, desc="machine observer", unit="trial"):
-        start = time.perf_counter()
-        top, bottom = (np.asarray(Image.open(folder / t[side])) for side in ("top", "bottom"))
-        choice = choose(top, bottom, p.n_targets, p.n_neighbours)
-        rt = 1000 * (time.perf_counter() - start)
-        log.append(response(t, name, "machine", len(trials), choice, rt, "machine", stimuli_hash))
-    tmp.replace(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with store.atomic(path) as tmp:
+        log = ResponseLog(tmp)
+        for t in tqdm(trials, desc="machine observer", unit="trial"):
+            start = time.perf_counter()
+            top, bottom = (np.asarray(Image.open(folder / t[side])) for side in ("top", "bottom"))
+            choice = choose(top, bottom, p.n_targets, p.n_neighbours)
+            rt = 1000 * (time.perf_counter() - start)
+            log.append(response(t, name, "machine", len(trials), choice, rt, "machine", stimuli_hash))
     return path

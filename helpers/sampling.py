@@ -9,7 +9,7 @@ interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
 from contextlib import contextmanager
 
@@ -17,11 +17,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import store
-from .data import loader
+from . import keys, store
+from .batches import Batches
+from .data import example, images_key
 from .models import get_device, layer_paths
 
+log = logging.getLogger(__name__)
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
+SOURCES = ("sampling", "models", "data", "batches")
 
 
 class _Stop(Exception):
@@ -106,9 +109,15 @@ def draw_positions(shapes: dict, n: int, seed: int) -> dict[str, np.ndarray]:
     return positions
 
 
+def sample_key(layers, seed: int, images: dict, model_id: str) -> dict:
+    """What a sample is made from: layers, seed, which images, which model, this code."""
+    return keys.key({"layers": list(layers), "seed": int(seed)}, {"model": model_id, "images": images}, SOURCES)
+
+
 def sample_activations(model, dataset, layers, folder, *, indices=None, seed: int = 0,
-                       batch_size: int = 256, num_workers: int = 0, device=None,
-                       tag: dict | None = None, profile: str = "", flush_seconds: float = 30.0) -> dict:
+                       model_id: str = "unnamed", skip_bad: bool = False, batch_size: int = 256,
+                       num_workers: int = 0, device=None, profile: str = "",
+                       flush_seconds: float = 30.0) -> dict:
     """Sample pre-ReLU activations of ``layers`` over ``dataset`` into ``folder``.
 
     Parameters
@@ -123,9 +132,12 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
         Dataset indices to use (default: all), recorded in the locations.
     seed : int
         Seeds the spatial positions.
-    tag : dict, optional
-        Extra parameters recorded in the sidecar (model id, dataset, split);
-        an existing artifact with other parameters is refused.
+    model_id : str
+        Identifies the weights (``models.load_model``'s ``info["id"]``); a
+        sample of other weights, images, layers or seed is not reused.
+    skip_bad : bool
+        Leave out unreadable images (listed in the sidecar's ``bad_images``)
+        instead of stopping at the first.
 
     Returns
     -------
@@ -136,8 +148,10 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     Notes
     -----
     Memory: one batch of activations on the device and the host, plus the
-    positions and locations (20 bytes per image per layer); the samples
-    themselves go straight to disk, so a split of any size fits.
+    positions (20 bytes per image per layer); the samples themselves go
+    straight to disk (space reserved up front), so a split of any size fits.
+    An interrupted run resumes at the first image not recorded as done;
+    finished rows are never rewritten.
     """
     device = get_device(device)
     model = model.eval().to(device)
@@ -145,67 +159,105 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     n = len(indices)
     if n == 0:
         raise ValueError("no images to sample: the dataset or the selection (indices, n_sample) is empty.")
-    shapes = layer_shapes(model, dataset[int(indices[0])][0].to(device), layers)
-    params = {"layers": list(layers), "seed": seed, "n": n,
-              "images": hashlib.sha256(indices.astype(np.int64).tobytes()).hexdigest()[:16], **(tag or {})}
-    try:
-        return store.read_meta(folder, params, MADE_BY)
-    except FileNotFoundError:
-        pass
-    partial, progress = store.begin(folder, params, MADE_BY)
-    done = progress.get("rows_done", 0)
-    positions = draw_positions(shapes, n, seed)
-    mode = "r+" if done else "w+"
-    arrays, where = {}, {}
-    for name, shape in shapes.items():
-        arrays[name] = np.lib.format.open_memmap(partial / f"{name}.npy", mode=mode,
-                                                 dtype=np.float32, shape=(n, shape[0]))
-        if not done:
-            loc = np.column_stack([indices, positions[name]]).astype(np.int32)
-            np.save(partial / f"{name}_loc.npy", loc)
-        where[name] = torch.from_numpy(positions[name])
+    shapes = layer_shapes(model, example(dataset, indices).to(device), layers)
+    key = sample_key(layers, seed, images_key(dataset, indices), model_id)
+    with store.Build(folder, key, MADE_BY, profile=profile) as b:
+        if b.current:
+            return _check_skipped(b.meta, skip_bad, folder)
+        return _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_size, num_workers,
+                       device, flush_seconds)
 
-    rows = slice(0, 0)
+
+def _check_skipped(meta: dict, skip_bad: bool, folder) -> dict:
+    if meta.get("bad_images") and not skip_bad:
+        raise store.StaleArtifactError(
+            f"{folder} was made with {len(meta['bad_images'])} unreadable image(s) skipped "
+            f"(e.g. {meta['bad_images'][0]['path']}), but skip_bad_images is off. Set skip_bad_images=True "
+            f"to use it, or repair the images, delete {folder} and rerun {MADE_BY}.")
+    return meta
+
+
+def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_size, num_workers, device,
+            flush_seconds) -> dict:
+    n, partial = len(indices), b.partial
+    slots_done, rows = b.progress.get("slots_done", 0), b.progress.get("rows_done", 0)
+    bad = list(b.progress.get("bad", []))
+    positions = draw_positions(shapes, n, seed)
+    arrays = {}
+    for name, shape in shapes.items():
+        path = partial / f"{name}.npy"
+        arrays[name] = (np.load(path, mmap_mode="r+") if slots_done else
+                        store.new_array(path, (n, shape[0]), np.float32))
+    where = {name: torch.from_numpy(positions[name]) for name in shapes}
+    slots = torch.zeros(0, dtype=torch.long)
 
     def pick(name, out):
         if out.ndim == 4:  # (B, C, H, W): advanced indexing copies, before the in-place ReLU
-            yx = where[name][rows].to(out.device).long()
+            yx = where[name][slots].to(out.device).long()
             return out[torch.arange(len(out), device=out.device), :, yx[:, 0], yx[:, 1]]
         return out.detach().clone()
 
     def flush():
         for a in arrays.values():
             a.flush()
-        store.save_progress(partial, params, rows_done=done)
+        b.save_progress(summary=f"{slots_done} of {n} images", slots_done=slots_done, rows_done=rows, bad=bad)
 
-    batches = loader(dataset, indices[done:], batch_size, num_workers, device)
+    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=slots_done)
     last = list(shapes)[-1]
     t_flush = time.monotonic()
     with torch.no_grad(), capture(model, layers, pick=pick, stop_after=last) as out, \
-            tqdm(total=n, initial=done, desc="sample activations", unit="img") as bar:
-        for x, _ in batches:
-            rows = slice(done, done + len(x))
+            tqdm(total=n, initial=slots_done, desc="sample activations", unit="img") as bar:
+        for x, _, slots in batches:
             forward_until(model, x.to(device, non_blocking=True))
             for name in shapes:
-                arrays[name][rows] = out[name].float().cpu().numpy()
-            done = rows.stop
-            bar.update(len(x))
+                arrays[name][rows:rows + len(x)] = out[name].float().cpu().numpy()
+            rows += len(x)
+            skipped, batches.bad[:] = list(batches.bad), []
+            bad += skipped
+            top = max([int(slots[-1]), *(r["slot"] for r in skipped)]) + 1
+            bar.update(top - slots_done)
+            slots_done = top
             if time.monotonic() - t_flush > flush_seconds:
                 flush()
                 t_flush = time.monotonic()
+    bad += batches.bad
+    slots_done = n
     flush()
-    del arrays
-    files = [f"{name}{suffix}.npy" for name in shapes for suffix in ("", "_loc")]
-    return store.commit(partial, folder, params, profile, "sample", files,
-                        extra={"shapes": {k: list(v) for k, v in shapes.items()}})
+    arrays.clear()  # closes the memory maps
+    kept = ~np.isin(indices, [r["index"] for r in bad])
+    files = []
+    for name in shapes:
+        if rows < n:  # images were skipped: a new, shorter file replaces the preallocated one
+            _shorten(partial / f"{name}.npy", rows)
+        np.save(partial / f"{name}_loc.npy", np.column_stack([indices[kept], positions[name][kept]]).astype(np.int32))
+        files += [f"{name}.npy", f"{name}_loc.npy"]
+    if bad:
+        log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0]["path"])
+    return b.commit(files, extra={"shapes": {k: list(v) for k, v in shapes.items()}, "bad_images": bad})
 
 
-def open_sample(folder, layer: str, params: dict | None = None):
-    """Memory-map one layer's sample: ``(X, loc)`` of shapes (n, d) and (n, 3)."""
-    meta = store.read_meta(folder, params, MADE_BY)
+def _shorten(path, rows: int, chunk: int = 1 << 16) -> None:
+    """Replace the ``.npy`` at ``path`` by its first ``rows`` rows (a new file, renamed into place)."""
+    old = np.load(path, mmap_mode="r")
+    with store.atomic(path) as tmp:
+        new = store.new_array(tmp, (rows, *old.shape[1:]), old.dtype)
+        for start in range(0, rows, chunk):
+            new[start:start + chunk] = old[start:min(start + chunk, rows)]
+        new.flush()
+        del new
+    del old
+
+
+def open_sample(folder, layer: str, key: dict | None = None, made_by: str = MADE_BY):
+    """Memory-map one layer's sample: ``(X, loc)`` of shapes (n, d) and (n, 3).
+
+    ``key`` is the sample's expected key (see :mod:`helpers.provenance`); a
+    stale, missing or damaged sample raises with what to rerun.
+    """
+    meta = store.read_meta(folder, key, made_by)
     if layer not in meta["shapes"]:
         raise ValueError(
             f"layer={layer!r} is not in the sample at {folder} (it has {list(meta['shapes'])}); "
             "rerun 01_sample with that layer."
         )
-    return store.open_array(folder, layer), store.open_array(folder, f"{layer}_loc")
+    return store.open_array(folder, layer, made_by), store.open_array(folder, f"{layer}_loc", made_by)

@@ -18,13 +18,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import store
-from .data import loader
+from . import keys, store
+from .batches import Batches
+from .data import example, images_key
 from .models import get_device
 from .sampling import capture, forward_until, layer_shapes
 
 log = logging.getLogger(__name__)
 MADE_BY = "03_index (python -m helpers.run --only 03)"
+SOURCES = ("search", "sampling", "models", "data", "batches")
 
 
 def as_float32(X, d: int | None = None, name: str = "X") -> np.ndarray:
@@ -80,9 +82,20 @@ def choose_positions(n_images: int, hw: int, cap: int | None, seed: int) -> np.n
     return np.sort(np.random.default_rng([seed, 3]).choice(total, size=cap, replace=False))
 
 
+def index_key(layers, images: dict, model_id: str, bases_hash: str, *, cap=None, kind: str = "flat",
+              nlist: int = 1024, seed: int = 0, sample_hash: str | None = None) -> dict:
+    """What an index is made from: its settings, the eval images, the model, the bases (means), this code."""
+    params = {"layers": list(layers), "cap": cap, "kind": kind, "seed": int(seed),
+              **({"nlist": nlist} if kind == "ivf" else {})}
+    inputs = {"model": model_id, "images": images, "bases": bases_hash,
+              **({"sample": sample_hash} if kind == "ivf" else {})}
+    return keys.key(params, inputs, SOURCES)
+
+
 def index_activations(model, dataset, layers, means: dict, folder, *, indices=None, cap=None,
                       kind: str = "flat", nlist: int = 1024, train: dict | None = None, seed: int = 0,
-                      batch_size: int = 256, num_workers: int = 0, device=None, tag=None,
+                      batch_size: int = 256, num_workers: int = 0, device=None, model_id: str = "unnamed",
+                      bases_hash: str = "unnamed", sample_hash: str | None = None, skip_bad: bool = False,
                       profile: str = "") -> dict:
     """Index every (or a capped subsample of every) position of ``layers`` over ``dataset``.
 
@@ -94,6 +107,11 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
         Most positions per layer (seeded subsample); ``None``: all.
     train : dict, optional
         ``{layer: (n, d) array}`` of vectors to train an IVF quantiser (centred here).
+    model_id, bases_hash, sample_hash : str
+        The model's id and the content hashes of the bases (``means``) and the
+        sample (``train``), recorded as the index's inputs.
+    skip_bad : bool
+        Leave out unreadable images (listed in the sidecar) instead of stopping.
 
     Returns
     -------
@@ -109,65 +127,64 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     device = get_device(device)
     model = model.eval().to(device)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
-    shapes = layer_shapes(model, dataset[int(indices[0])][0].to(device), layers)
-    params = {"layers": list(layers), "n": len(indices), "cap": cap, "kind": kind, "seed": seed,
-              **({"nlist": nlist} if kind == "ivf" else {}), **(tag or {})}
-    try:
-        return store.read_meta(folder, params, MADE_BY)
-    except FileNotFoundError:
-        pass
-    partial, _ = store.begin(folder, params, MADE_BY)
-    hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
-    chosen = {name: choose_positions(len(indices), hw[name], cap, seed) for name in shapes}
-    mean = {name: torch.as_tensor(np.asarray(means[name], np.float32)) for name in shapes}
-    indexes = {name: new_index(s[0], kind, nlist, None if train is None else
-                               np.asarray(train[name], np.float32) - mean[name].numpy(), seed)
-               for name, s in shapes.items()}
-    locs = {name: [] for name in shapes}
-    start = 0
-    batches = loader(dataset, indices, batch_size, num_workers, device)
-    with torch.no_grad(), capture(model, layers, stop_after=list(shapes)[-1]) as out, \
-            tqdm(total=len(indices), desc="index activations", unit="img") as bar:
-        for x, _ in batches:
-            forward_until(model, x.to(device, non_blocking=True))
-            for name, shape in shapes.items():
-                a = out[name].float().cpu()
-                if a.ndim == 4:  # (B, C, H, W) -> (B * H * W, C), row = image * H * W + y * W + x
-                    a = a.permute(0, 2, 3, 1).reshape(-1, shape[0])
-                flat = np.arange(start * hw[name], (start + len(x)) * hw[name])
-                if chosen[name] is not None:
-                    lo, hi = np.searchsorted(chosen[name], [flat[0], flat[-1] + 1])
-                    flat = chosen[name][lo:hi]
-                    a = a[torch.from_numpy(flat - start * hw[name])]
-                indexes[name].add(as_float32((a - mean[name]).numpy()))
-                image, pos = np.divmod(flat, hw[name])
-                w = shape[2] if len(shape) == 3 else 1
-                yx = np.stack([pos // w, pos % w], 1) if len(shape) == 3 else np.full((len(pos), 2), -1)
-                locs[name].append(np.column_stack([indices[image], yx]).astype(np.int32))
-            start += len(x)
-            bar.update(len(x))
-    files = []
-    for name in shapes:
-        faiss.write_index(indexes[name], str(partial / f"{name}.faiss"))
-        np.save(partial / f"{name}_loc.npy", np.concatenate(locs[name]))
-        files += [f"{name}.faiss", f"{name}_loc.npy"]
-    return store.commit(partial, folder, params, profile, "index", files,
-                        extra={"shapes": {k: list(v) for k, v in shapes.items()},
-                               "vectors": {k: int(sum(len(v) for v in locs[k])) for k in shapes}})
+    shapes = layer_shapes(model, example(dataset, indices).to(device), layers)
+    key = index_key(layers, images_key(dataset, indices), model_id, bases_hash, cap=cap, kind=kind,
+                    nlist=nlist, seed=seed, sample_hash=sample_hash)
+    with store.Build(folder, key, MADE_BY, profile=profile, resumable=False) as b:
+        if b.current:
+            return b.meta
+        hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
+        chosen = {name: choose_positions(len(indices), hw[name], cap, seed) for name in shapes}
+        mean = {name: torch.as_tensor(np.asarray(means[name], np.float32)) for name in shapes}
+        indexes = {name: new_index(s[0], kind, nlist, None if train is None else
+                                   np.asarray(train[name], np.float32) - mean[name].numpy(), seed)
+                   for name, s in shapes.items()}
+        locs = {name: [] for name in shapes}
+        batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
+        with torch.no_grad(), capture(model, layers, stop_after=list(shapes)[-1]) as out, \
+                tqdm(total=len(indices), desc="index activations", unit="img") as bar:
+            for x, _, slots in batches:
+                forward_until(model, x.to(device, non_blocking=True))
+                for name, shape in shapes.items():
+                    a = out[name].float().cpu()
+                    if a.ndim == 4:  # (B, C, H, W) -> (B * H * W, C), row = slot * H * W + y * W + x
+                        a = a.permute(0, 2, 3, 1).reshape(-1, shape[0])
+                    flat = (slots.numpy()[:, None] * hw[name] + np.arange(hw[name])).ravel()
+                    if chosen[name] is not None:
+                        keep = np.isin(flat, chosen[name], assume_unique=True)
+                        flat, a = flat[keep], a[torch.from_numpy(keep)]
+                    indexes[name].add(as_float32((a - mean[name]).numpy()))
+                    slot, pos = np.divmod(flat, hw[name])
+                    w = shape[2] if len(shape) == 3 else 1
+                    yx = np.stack([pos // w, pos % w], 1) if len(shape) == 3 else np.full((len(pos), 2), -1)
+                    locs[name].append(np.column_stack([indices[slot], yx]).astype(np.int32))
+                bar.update(len(x))
+        files = []
+        for name in shapes:
+            with store.atomic(b.partial / f"{name}.faiss") as tmp:
+                faiss.write_index(indexes[name], str(tmp))
+            np.save(b.partial / f"{name}_loc.npy", np.concatenate(locs[name]))
+            files += [f"{name}.faiss", f"{name}_loc.npy"]
+        return b.commit(files, extra={"shapes": {k: list(v) for k, v in shapes.items()},
+                                      "vectors": {k: int(sum(len(v) for v in locs[k])) for k in shapes},
+                                      "bad_images": batches.bad})
 
 
-def load_index(folder, layer: str, nprobe: int | None = None, device=None):
-    """``(index, loc)`` of one layer: the FAISS index (on GPU when available) and (N, 3) locations."""
+def load_index(folder, layer: str, nprobe: int | None = None, device=None, key: dict | None = None):
+    """``(index, loc)`` of one layer: the FAISS index (on GPU when available) and (N, 3) locations.
+
+    ``key``: the key the index must have (see :mod:`helpers.provenance`).
+    """
     folder = Path(folder)
-    meta = store.read_meta(folder, made_by=MADE_BY)
+    meta = store.read_meta(folder, key, MADE_BY)
     if layer not in meta["shapes"]:
         raise ValueError(f"layer={layer!r} is not indexed in {folder} (it has {list(meta['shapes'])}); "
                          "rerun 03_index with that layer.")
     try:
         index = faiss.read_index(str(folder / f"{layer}.faiss"))
     except RuntimeError as e:
-        raise ValueError(f"{folder / f'{layer}.faiss'} is corrupt ({str(e).splitlines()[0]}); "
-                         f"delete {folder} and rerun 03_index.") from None
+        raise store.CorruptArtifactError(f"{folder / f'{layer}.faiss'} is corrupt ({str(e).splitlines()[0]}); "
+                                         f"delete {folder} and rerun {MADE_BY}.") from None
     if nprobe is not None and hasattr(index, "nprobe"):
         index.nprobe = nprobe
-    return to_device(index, device), store.open_array(folder, f"{layer}_loc")
+    return to_device(index, device), store.open_array(folder, f"{layer}_loc", MADE_BY)

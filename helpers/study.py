@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import store
+from . import keys, store
 from .visualize import BASES, GRIDS_MADE_BY, grid_path
 
-MADE_BY = "notebook 06_user_study"
+MADE_BY = "06_user_study (python -m helpers.run --only 06)"
+SOURCES = ("study",)
 GAP = 2
 """Pixels between the columns of a grid (``visualize.patch_grid``'s default)."""
 CODE = re.compile(r"[A-Za-z0-9_-]{1,40}")
@@ -75,21 +76,24 @@ def shuffle_columns(image: np.ndarray, m: int, rng: np.random.Generator, gap: in
     return out, perm
 
 
-def stimuli_params(profile) -> dict:
-    """What the stimuli depend on: the study settings and the grids' hash."""
+def stimuli_key(profile, grids_key: dict | None = None) -> dict:
+    """What the stimuli are made from: the study settings and the grids (their content hash).
+
+    ``grids_key``: the key the grids must have (``provenance``); None: unchecked.
+    """
     p = profile
-    grids = store.read_meta(p.artifact("grids"), made_by=GRIDS_MADE_BY)
+    grids = store.read_meta(p.artifact("grids"), grids_key, GRIDS_MADE_BY)
     need = max(p.n_show, p.n_study)
-    if grids["params"]["n_grids"] < p.n_study or grids["params"]["layers"] != list(p.layers):
+    if grids["params"]["n_grids"] < p.n_study or not set(p.layers) <= set(grids["params"]["layers"]):
         raise store.StaleArtifactError(
             f"{p.artifact('grids')} holds {grids['params']['n_grids']} grids per basis for layers "
             f"{grids['params']['layers']}; the study needs {p.n_study} for {list(p.layers)}. "
             f"Rerun {GRIDS_MADE_BY} (it saves the top max(n_show, n_study) = {need}).")
-    return {"layers": list(p.layers), "n_study": p.n_study, "n_targets": p.n_targets,
-            "seed": p.seed, "grids": grids["hash"]}
+    return keys.key({"layers": list(p.layers), "n_study": p.n_study, "n_targets": p.n_targets, "seed": p.seed},
+                     {"grids": grids["hash"]}, SOURCES)
 
 
-def make_stimuli(profile) -> dict:
+def make_stimuli(profile, grids_key: dict | None = None) -> dict:
     """Write the stimuli artifact from the saved grids (once; reused while current).
 
     Refuses to replace stimuli that human participants have answered: their
@@ -98,19 +102,26 @@ def make_stimuli(profile) -> dict:
     Returns the artifact's sidecar (``hash`` identifies the stimulus set).
     """
     p = profile
-    folder, params = p.artifact("stimuli"), stimuli_params(p)
-    try:
-        return store.read_meta(folder, params, MADE_BY)
-    except FileNotFoundError:
-        pass
-    except store.StaleArtifactError:
-        answered = sorted((p.artifact("responses") / "human").glob("*.jsonl"))
-        if answered:
+    folder, key = p.artifact("stimuli"), stimuli_key(p, grids_key)
+    answered = sorted((p.artifact("responses") / "human").glob("*.jsonl"))
+    if answered and (folder / store.META).exists():
+        try:
+            problem = "; ".join(keys.differences(store.read_meta(folder, made_by=MADE_BY), key))
+        except store.CorruptArtifactError as e:
+            problem = str(e)
+        if problem:
             raise store.StaleArtifactError(
-                f"{folder} was made with other settings, and {len(answered)} participant log(s) in "
-                f"{answered[0].parent} answered it. Move those logs aside (they belong to the old "
-                f"stimuli) before making new stimuli, or rerun with the old settings.") from None
-    partial, _ = store.begin(folder, params, MADE_BY)
+                f"{folder} was made from {problem}, and {len(answered)} participant log(s) in "
+                f"{answered[0].parent} answered it. Move those logs aside (they belong to the old stimuli) "
+                f"before making new stimuli, or rerun with the old settings.")
+    with store.Build(folder, key, MADE_BY, profile=p.name, resumable=False) as b:
+        if b.current:
+            return b.meta
+        return _write_stimuli(p, b)
+
+
+def _write_stimuli(p, b) -> dict:
+    partial = b.partial
     (partial / "images").mkdir(exist_ok=True)
     rows, key = [], []
     for layer in p.layers:
@@ -125,25 +136,28 @@ def make_stimuli(profile) -> dict:
                 first = "a" if _rng(p.seed, "files", sid).random() < 0.5 else "b"
                 images = {first: ordered, ("b" if first == "a" else "a"): shuffled}
                 for side, image in images.items():
-                    Image.fromarray(image).save(partial / "images" / f"{sid}_{side}.png")
+                    with store.atomic(partial / "images" / f"{sid}_{side}.png") as tmp:
+                        Image.fromarray(image).save(tmp, format="PNG")
                 rows.append({"stimulus_id": sid, "layer": layer, "basis": basis, "component": j + 1,
                              "image_a": f"images/{sid}_a.png", "image_b": f"images/{sid}_b.png",
                              "identical": bool((ordered == shuffled).all())})
                 key.append({"stimulus_id": sid, "ordered": first, "permutation": " ".join(map(str, perm))})
-    pd.DataFrame(rows).to_csv(partial / "stimuli.csv", index=False)
-    pd.DataFrame(key).to_csv(partial / "answer_key.csv", index=False)
+    for name, table in (("stimuli.csv", rows), ("answer_key.csv", key)):
+        with store.atomic(partial / name) as tmp:
+            pd.DataFrame(table).to_csv(tmp, index=False)
     files = ["stimuli.csv", "answer_key.csv"] + [f"images/{r['stimulus_id']}_{s}.png" for r in rows for s in "ab"]
-    return store.commit(partial, folder, params, p.name, "stimuli", files,
-                        extra={"n_stimuli": len(rows)})
+    return b.commit(files, extra={"n_stimuli": len(rows)})
 
 
-def load_stimuli(folder):
+def load_stimuli(folder, key: dict | None = None):
     """Read the study's stimuli with their answer key.
 
     Parameters
     ----------
     folder : path
         The stimuli artifact (``data/<profile>/stimuli``).
+    key : dict, optional
+        The key the stimuli must have (``provenance``); None: unchecked.
 
     Returns
     -------
@@ -156,7 +170,7 @@ def load_stimuli(folder):
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no stimuli at {folder}; run {MADE_BY} first to make them.")
-    meta = store.read_meta(folder, made_by=MADE_BY)
+    meta = store.read_meta(folder, key, MADE_BY)
     tables = []
     for name in ("stimuli.csv", "answer_key.csv"):
         if not (folder / name).exists():

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import store
+from . import keys, store
 from .bases import NeuronBasis, load_basis
 from .receptive import crop
 from .sampling import open_sample
 from .search import load_index, search
 
 BASES = {"pca": "pca_pre_relu", "neuron": "neuron_pre_relu"}
-GRIDS_MADE_BY = "notebook 04_visualize"
+GRIDS_MADE_BY = "04_visualize (python -m helpers.run --only 04)"
+SOURCES = ("visualize", "receptive")
 
 
 def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +72,7 @@ def patch_grid(images, locs, field, thumb: int, gap: int = 2, background: int = 
 
 
 class Visualizer:
-    """Grids for any layer, basis and component of a profile's artifacts (02 and 03).
+    """Grids for any layer, basis and component of a profile's artifacts (01–03).
 
     Parameters
     ----------
@@ -80,21 +81,30 @@ class Visualizer:
         The eval split (the indexed images).
     fields : dict
         ``{layer: Field or None}`` from ``receptive.receptive_fields``.
+    keys : dict, optional
+        ``{"sample": key, "bases": key, "index": key}``: the keys the artifacts
+        must have (``provenance.keys``); stale ones are refused. None: unchecked.
 
     Per layer it loads the index, the bases and the projection ranges once
     (a pass over the sample: ``O(n d**2)`` for PCA) and keeps them.
     """
 
-    def __init__(self, profile, images, fields, device=None):
+    def __init__(self, profile, images, fields, device=None, keys: dict | None = None):
         self.p, self.images, self.fields, self.device = profile, images, fields, device
+        self.keys = keys or {}
         self._layers = {}
+
+    def bases(self, layer: str) -> dict:
+        """``{"pca": PCABasis, "neuron": NeuronBasis}`` of a layer."""
+        folder = self.p.artifact("bases")
+        return {b: load_basis(folder, layer, curve, self.keys.get("bases")) for b, curve in BASES.items()}
 
     def layer(self, layer: str) -> dict:
         if layer not in self._layers:
             p = self.p
-            index, loc = load_index(p.artifact("index"), layer, p.nprobe, self.device)
-            X, _ = open_sample(p.artifact("sample"), layer)
-            bases = {b: load_basis(p.artifact("bases"), layer, curve) for b, curve in BASES.items()}
+            index, loc = load_index(p.artifact("index"), layer, p.nprobe, self.device, self.keys.get("index"))
+            X, _ = open_sample(p.artifact("sample"), layer, self.keys.get("sample"))
+            bases = self.bases(layer)
             ranges = {b: projection_range(X, basis) for b, basis in bases.items()}
             self._layers[layer] = {"index": index, "loc": np.asarray(loc), "bases": bases, "ranges": ranges}
         return self._layers[layer]
@@ -118,28 +128,72 @@ class Visualizer:
         _, ids = search(info["index"], t[:, None] * v[None, :], self.p.n_neighbours)
         locs = info["loc"][ids]
         image = patch_grid(self.images, locs, self.fields[layer], self.p.thumb)
-        ratio = float(b.explained_variance_ratio_[component])
-        name = f"PC {component + 1}" if basis == "pca" else f"neuron {int(b.order_[component])}"
-        return {"image": image, "t": t, "locs": locs, "ratio": ratio,
-                "label": f"{layer} {name} ({100 * ratio:.1f} % of variance)"}
+        return {"image": image, "t": t, "locs": locs, "ratio": float(b.explained_variance_ratio_[component]),
+                "label": label(b, layer, basis, component)}
 
 
-def grids_params(profile) -> dict:
-    """What the saved grids depend on: the grid settings and the hashes of 01–03's artifacts.
+def label(b, layer: str, basis: str, component: int) -> str:
+    """``"conv2 PC 3 (4.1 % of variance)"`` or ``"conv2 neuron 17 (…)"`` for a fitted basis ``b``."""
+    ratio = float(b.explained_variance_ratio_[component])
+    name = f"PC {component + 1}" if basis == "pca" else f"neuron {int(b.order_[component])}"
+    return f"{layer} {name} ({100 * ratio:.1f} % of variance)"
 
-    Grids are saved for the top ``max(n_show, n_study)`` vectors of each basis
-    (the figures show ``n_show``; the user study uses ``n_study``).
+
+def grids_key(layers, n_grids: int, n_targets: int, n_neighbours: int, thumb: int, nprobe: int, *,
+              sample_hash: str, bases_hash: str, index_meta: dict) -> dict:
+    """What the saved grids are made from: the grid settings and the sample, bases and index.
+
+    ``nprobe`` counts only for an IVF index (a flat index ignores it).
     """
-    p = profile
-    made = {step: store.read_meta(p.artifact(step), made_by=f"the notebook that makes {step}")["hash"]
-            for step in ("sample", "bases", "index")}
-    return {"layers": list(p.layers), "n_grids": max(p.n_show, p.n_study), "n_targets": p.n_targets,
-            "n_neighbours": p.n_neighbours, "thumb": p.thumb, **made}
+    params = {"layers": list(layers), "n_grids": n_grids, "n_targets": n_targets,
+              "n_neighbours": n_neighbours, "thumb": thumb}
+    if index_meta["params"].get("kind") == "ivf":
+        params["nprobe"] = nprobe
+    return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_meta["hash"]}, SOURCES)
 
 
 def grid_path(folder, layer: str, basis: str, component: int) -> Path:
     """Where the grid of 0-based ``component`` lives: ``<folder>/<layer>/<basis>_<NNNN>.png``."""
     return Path(folder) / layer / f"{basis}_{component + 1:04d}.png"
+
+
+def make_grids(vis: "Visualizer", folder, key: dict, n: int, profile: str = "") -> dict:
+    """Save the grids of the top ``min(n, d)`` vectors of each basis of every layer (reused while current).
+
+    Returns the artifact's sidecar.
+    """
+    from tqdm.auto import tqdm
+
+    with store.Build(folder, key, GRIDS_MADE_BY, profile=profile, resumable=False) as b:
+        if b.current:
+            return b.meta
+        files = []
+        for layer in tqdm(vis.p.layers, desc="grids per layer"):
+            for basis, grids in layer_grids(vis, layer, n).items():
+                for j, g in enumerate(grids):
+                    path = grid_path(b.partial, layer, basis, j)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with store.atomic(path) as tmp:
+                        _pil(g["image"]).save(tmp, format="PNG")
+                    files.append(str(path.relative_to(b.partial)))
+        return b.commit(files)
+
+
+def saved_grids(vis: "Visualizer", folder, layer: str, n: int) -> dict:
+    """``{basis: [{"image", "label"}]}`` of the top ``min(n, d)`` saved grids of a layer, for the figures."""
+    out = {}
+    for basis, b in vis.bases(layer).items():
+        out[basis] = []
+        for j in range(min(n, len(b.components_))):
+            path = grid_path(folder, layer, basis, j)
+            try:
+                image = np.asarray(Image.open(path))
+            except (OSError, ValueError) as e:
+                raise store.CorruptArtifactError(f"{path} is corrupt ({e}); delete {folder} and rerun "
+                                                 f"{GRIDS_MADE_BY}.") from None
+            out[basis].append({"image": image[..., None] if image.ndim == 2 else image,
+                               "label": label(b, layer, basis, j)})
+    return out
 
 
 def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
@@ -153,14 +207,6 @@ def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
 
 def _pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-
-
-def save_grid(image: np.ndarray, path) -> Path:
-    """Save a grid as PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _pil(image).save(path)
-    return path
 
 
 def grid_png(image: np.ndarray, scale: int = 1) -> bytes:

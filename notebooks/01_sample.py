@@ -47,6 +47,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -59,7 +60,7 @@ p
 # %%
 import pandas as pd
 
-from helpers import data, models, sampling
+from helpers import models, provenance, sampling
 
 # %% [markdown]
 # ## The network
@@ -72,13 +73,13 @@ info
 # ## One forward pass per batch, all layers captured pre-ReLU
 
 # %%
-images = data.load_dataset(p, p.sample_split)
-indices = data.select(len(images), p.n_sample, p.seed)
+images, indices = provenance.selection(p, "sample")
 meta = sampling.sample_activations(
     net, images, p.layers, p.artifact("sample"),
-    indices=indices, seed=p.seed, batch_size=p.batch_size, num_workers=p.num_workers,
-    device=p.device, profile=p.name,
-    tag={"model": info["id"], "dataset": p.dataset, "split": p.sample_split},
+    indices=indices, seed=p.seed, model_id=info["id"], skip_bad=p.skip_bad_images,
+    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
 )
-pd.DataFrame([{"layer": k, "output shape": tuple(v), "samples": meta["files"][f"{k}.npy"]}
+if meta["bad_images"]:
+    print(f"{len(meta['bad_images'])} unreadable image(s) skipped, e.g. {meta['bad_images'][0]['path']}")
+pd.DataFrame([{"layer": k, "output shape": tuple(v), "samples": meta["files"][f"{k}.npy"]["shape"][0]}
               for k, v in meta["shapes"].items()])

@@ -48,6 +48,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -58,12 +59,13 @@ p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
 p
 
 # %%
-from helpers import bases, plots, reference
+from helpers import bases, plots, provenance, reference
 
 # %%
-meta = bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers,
-                             chunk_size=p.pca_chunk, profile=p.name)
-table, ratios = bases.explained_variance_table(p.artifact("bases"), p.layers)
+meta = bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, chunk_size=p.pca_chunk,
+                             profile=p.name, sample_key=provenance.expected(p, "sample"))
+table, ratios = bases.explained_variance_table(p.artifact("bases"), p.layers,
+                                               key=provenance.expected(p, "bases"))
 p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("explained_variance_counts.csv"), index=False)
 table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.layers)]
@@ -71,6 +73,8 @@ table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.la
 # %%
 fig = plots.explained_variance(ratios)
 plots.save(fig, p.figure("fig05_explained_variance"))
+provenance.record_outputs(p, "02_pca", ["fig05_explained_variance.png", "fig05_explained_variance.pdf",
+                                        "explained_variance_counts.csv"], ["bases"])
 
 # %% [markdown]
 # On the paper profile, the reproduced counts beside the paper's (Fig. 5 labels):

@@ -48,6 +48,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -62,25 +63,26 @@ import logging
 
 import pandas as pd
 
-from helpers import bases, data, models, sampling, search, store
+from helpers import bases, models, provenance, sampling, search
 
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 # %%
 net, info = models.load_model(p, train=False)
-images = data.load_dataset(p, p.eval_split)
-indices = data.select(len(images), p.n_eval, p.seed)
-bases_meta = store.read_meta(p.artifact("bases"), made_by=bases.BASES_MADE_BY)
-means = {layer: bases.load_basis(p.artifact("bases"), layer).mean_ for layer in p.layers}
-train = None
-if p.index_kind == "ivf":
-    train = {layer: sampling.open_sample(p.artifact("sample"), layer)[0] for layer in p.layers}
+images, indices = provenance.selection(p, "eval")
+bases_meta, bases_key = provenance.require(p, "bases"), provenance.expected(p, "bases")
+means = {layer: bases.load_basis(p.artifact("bases"), layer, key=bases_key).mean_ for layer in p.layers}
+train = sample_hash = None
+if p.index_kind == "ivf":  # the quantiser is trained on the sample
+    sample_key = provenance.expected(p, "sample")
+    train = {layer: sampling.open_sample(p.artifact("sample"), layer, sample_key)[0] for layer in p.layers}
+    sample_hash = provenance.require(p, "sample")["hash"]
 
 meta = search.index_activations(
     net, images, p.layers, means, p.artifact("index"),
     indices=indices, cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, train=train, seed=p.seed,
-    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
-    tag={"model": info["id"], "dataset": p.dataset, "split": p.eval_split, "bases": bases_meta["hash"]},
+    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, model_id=info["id"],
+    bases_hash=bases_meta["hash"], sample_hash=sample_hash, skip_bad=p.skip_bad_images, profile=p.name,
 )
 pd.DataFrame([{"layer": k, "output shape": tuple(v), "indexed vectors": meta["vectors"][k]}
               for k, v in meta["shapes"].items()])

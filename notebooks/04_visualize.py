@@ -52,6 +52,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -65,27 +66,27 @@ p
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 
-from helpers import explorer, plots, store, visualize
+from helpers import explorer, plots, provenance, visualize
 
 # %% [markdown]
 # ## The top basis vectors of every layer
+#
+# The grids of the top `max(n_show, n_study)` vectors of each basis are saved
+# (reused while the sample, bases, index and grid settings are the same); the
+# figures show the top `n_show`.
 
 # %%
 vis = explorer.visualizer_for(p)
-params = visualize.grids_params(p)
-partial, _ = store.begin(p.artifact("grids"), params, made_by=visualize.GRIDS_MADE_BY)
-files = []
-for layer in tqdm(p.layers, desc="grids per layer"):
-    shown = visualize.layer_grids(vis, layer, params["n_grids"])
-    for basis, grids in shown.items():
-        for j, g in enumerate(grids):
-            path = visualize.save_grid(g["image"], visualize.grid_path(partial, layer, basis, j))
-            files.append(str(path.relative_to(partial)))
-    fig = plots.basis_grids(layer, shown["pca"][:p.n_show], shown["neuron"][:p.n_show])
+meta = visualize.make_grids(vis, p.artifact("grids"), provenance.expected(p, "grids"),
+                            max(p.n_show, p.n_study), profile=p.name)
+for layer in tqdm(p.layers, desc="figures per layer"):
+    shown = visualize.saved_grids(vis, p.artifact("grids"), layer, p.n_show)
+    fig = plots.basis_grids(layer, shown["pca"], shown["neuron"])
     plots.save(fig, p.figure(f"fig_grids_{layer}"))
     if layer != p.layers[0]:
         plt.close(fig)
-store.commit(partial, p.artifact("grids"), params, p.name, "grids", files)
+provenance.record_outputs(p, "04_visualize", [f"fig_grids_{layer}.{ext}" for layer in p.layers
+                                              for ext in ("png", "pdf")], ["grids", "bases"])
 
 # %% [markdown]
 # ## Fig. 12: distance minimisation vs activation maximisation

@@ -50,6 +50,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -62,30 +63,21 @@ p
 # %%
 import pandas as pd
 
-from helpers import ablation, bases, data, models, plots, reference, store
+from helpers import ablation, bases, models, plots, provenance, reference
 
 # %%
 net, info = models.load_model(p, train=False)
-images = data.load_dataset(p, p.eval_split)
-indices = data.select(len(images), p.n_eval, p.seed)
-indices = indices[data.select(len(indices), p.ablation_eval, p.seed)]
-bases_meta = store.read_meta(p.artifact("bases"), made_by=bases.BASES_MADE_BY)
-counts_table, _ = bases.explained_variance_table(p.artifact("bases"), p.layers)
-
-layer_bases, counts = {}, {}
-for layer in p.layers:
-    pca = bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu")
-    neuron = bases.load_basis(p.artifact("bases"), layer, "neuron_pre_relu")
-    layer_bases[layer] = {"pca": (pca.components_, pca.mean_), "neuron": (neuron.components_, neuron.mean_)}
-    marks = counts_table[(counts_table.layer == layer) & counts_table.curve.isin(["pca_pre_relu", "neuron_pre_relu"])]
-    counts[layer] = ablation.count_grid(len(pca.components_), p.ablation_dense,
-                                        extra=[*marks.k80, *marks.k99])
+images, indices = provenance.selection(p, "ablation")
+bases_meta, bases_key = provenance.require(p, "bases"), provenance.expected(p, "bases")
+fitted = {layer: {"pca": bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu", bases_key),
+                  "neuron": bases.load_basis(p.artifact("bases"), layer, "neuron_pre_relu", bases_key)}
+          for layer in p.layers}
 
 # %%
 rows = ablation.sweep(
-    net, images, p.layers, layer_bases, counts, p.artifact("ablation"),
-    indices=indices, batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
-    tag={"model": info["id"], "bases": bases_meta["hash"], "dataset": p.dataset, "split": p.eval_split},
+    net, images, p.layers, fitted, p.artifact("ablation"), dense=p.ablation_dense,
+    indices=indices, model_id=info["id"], bases_hash=bases_meta["hash"], skip_bad=p.skip_bad_images,
+    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
 )
 table = pd.DataFrame(rows)
 p.figures_path.mkdir(parents=True, exist_ok=True)
@@ -98,6 +90,8 @@ if p.model == "alexnet":
 # %%
 fig = plots.ablation(table)
 plots.save(fig, p.figure("fig06_ablation"))
+provenance.record_outputs(p, "05_ablation", ["fig06_ablation.png", "fig06_ablation.pdf", "ablation.csv"],
+                          ["ablation"])
 
 # %% [markdown]
 # Accuracy after ablating the top 1, 4 and 16 basis vectors of each basis:

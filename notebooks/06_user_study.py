@@ -53,6 +53,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -65,7 +66,7 @@ p
 # %%
 import pandas as pd
 
-from helpers import observer, plots, study, study_app
+from helpers import observer, plots, provenance, study, study_app
 
 # %% [markdown]
 # ## Stimuli
@@ -74,8 +75,9 @@ from helpers import observer, plots, study, study_app
 # same; stimuli that participants have answered are never replaced.
 
 # %%
-meta = study.make_stimuli(p)
-stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"))
+meta = study.make_stimuli(p, provenance.expected(p, "grids"))
+stimuli_key = provenance.expected(p, "stimuli")
+stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"), stimuli_key)
 print(f"{meta['n_stimuli']} stimuli, {stimuli_hash[:19]}…")
 stimuli.groupby(["layer", "basis"], sort=False).size().unstack()
 
@@ -88,6 +90,7 @@ stimuli.groupby(["layer", "basis"], sort=False).size().unstack()
 trial = study.trial_list(stimuli, "example", p.seed)[0]
 fig = plots.study_trial(p.artifact("stimuli"), trial, study_app.INSTRUCTION)
 plots.save(fig, p.figure("fig14_study_trial"))
+provenance.record_outputs(p, "06_user_study", ["fig14_study_trial.png", "fig14_study_trial.pdf"], ["stimuli"])
 
 # %% [markdown]
 # ## The machine observer
@@ -98,7 +101,7 @@ plots.save(fig, p.figure("fig14_study_trial"))
 # `machine`, in `responses/machine/`. 07 analyses it with any human logs.
 
 # %%
-path = observer.run(p)
+path = observer.run(p, stimuli_key=stimuli_key)
 machine = pd.read_json(path, lines=True)
 machine.pivot_table(index="basis", columns="layer", values="correct", sort=False).round(2)
 

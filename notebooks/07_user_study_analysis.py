@@ -51,6 +51,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 
@@ -61,7 +62,7 @@ p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
 p
 
 # %%
-from helpers import analysis, plots, reference, study
+from helpers import analysis, plots, provenance, reference, study
 
 # %% [markdown]
 # ## The logs
@@ -72,7 +73,7 @@ from helpers import analysis, plots, reference, study
 # answered at chance and counts as such.
 
 # %%
-stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"))
+stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"), provenance.expected(p, "stimuli"))
 responses, sessions = analysis.load_responses(p.artifact("responses"), stimuli, stimuli_hash)
 print(f"{len(stimuli)} stimuli ({stimuli_hash}), {int(stimuli.identical.sum())} of them with identical images")
 if not (sessions.observer == "human").any():
@@ -104,6 +105,8 @@ table
 # %%
 tests = analysis.paired_tests(responses)
 tests.to_csv(p.figure("user_study_tests.csv"), index=False)
+provenance.record_outputs(p, "07_user_study_analysis", ["user_study_accuracy.csv", "user_study_tests.csv"],
+                          ["stimuli"])
 tests
 
 # %% [markdown]
@@ -118,6 +121,8 @@ paper = reference.USER_STUDY_ACCURACY if p.model == "alexnet" else None
 if len(table):
     fig = plots.user_study(table, paper=paper)
     plots.save(fig, p.figure("fig07_user_study"))
+    provenance.record_outputs(p, "07_user_study_analysis", ["fig07_user_study.png", "fig07_user_study.pdf"],
+                              ["stimuli"])
 else:
     print("No responses yet: nothing to plot.")
 

@@ -39,6 +39,7 @@ n_show = None
 n_study = None
 ablation_eval = None
 ablation_dense = None
+skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
 min_rt_ms = 200  # answers faster than this after a trial appears are ignored

@@ -1,7 +1,9 @@
 """Shared fixtures: tiny data that exercise the real loading code."""
 from __future__ import annotations
 
+import shutil
 import subprocess
+from collections import namedtuple
 import sys
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from helpers import store, study
+from helpers import keys, store, study
 from helpers.config import ROOT, load_profile
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
@@ -49,6 +51,16 @@ def tiny_imagenet(tmp_path_factory):
                 pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.JPEG", quality=90)
     return root
+
+
+@pytest.fixture
+def broken_imagenet(tmp_path, tiny_imagenet):
+    """A copy of the tiny ImageNet folder whose second validation image is a truncated JPEG."""
+    root = tmp_path / "imagenet"
+    shutil.copytree(tiny_imagenet, root)
+    victim = sorted((root / "val").rglob("*.JPEG"))[1]
+    victim.write_bytes(victim.read_bytes()[:600])
+    return root, victim
 
 
 @pytest.fixture
@@ -109,14 +121,25 @@ def study_profile(tmp_path):
     p = load_profile("smoke", data_dir=str(tmp_path / "data"), layers="conv1,fc3", n_study=4,
                      n_targets=M, n_neighbours=K, thumb=THUMB)
     rng = np.random.default_rng(0)
-    partial, _ = store.begin(p.artifact("grids"), {"n_grids": 5})
-    files = []
-    for layer, n in (("conv1", 5), ("fc3", 2)):
-        for basis in ("pca", "neuron"):
-            for j in range(n):
-                path = partial / layer / f"{basis}_{j + 1:04d}.png"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(fake_grid(rng)).save(path)
-                files.append(str(path.relative_to(partial)))
-    store.commit(partial, p.artifact("grids"), {"layers": list(p.layers), "n_grids": 5}, p.name, "grids", files)
+    key = keys.key({"layers": list(p.layers), "n_grids": 5}, {}, ())
+    with store.Build(p.artifact("grids"), key, "the study_profile fixture", profile=p.name) as b:
+        files = []
+        for layer, n in (("conv1", 5), ("fc3", 2)):
+            for basis in ("pca", "neuron"):
+                for j in range(n):
+                    path = b.partial / layer / f"{basis}_{j + 1:04d}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(fake_grid(rng)).save(path)
+                    files.append(str(path.relative_to(b.partial)))
+        b.commit(files)
     return p
+
+
+@pytest.fixture
+def copy(smoke, tmp_path):
+    """A copy of the smoke run's artifacts (times kept), to change as a user would."""
+    data = tmp_path / "data"
+    shutil.copytree(smoke.data_path, data, ignore=shutil.ignore_patterns("notebooks", ".locks"))
+    Copy = namedtuple("Copy", "data figures params")
+    params = {"data_dir": str(data), "figures_dir": str(tmp_path / "figures")}
+    return Copy(data, tmp_path / "figures", params)

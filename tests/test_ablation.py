@@ -1,3 +1,6 @@
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -86,11 +89,25 @@ def test_sweep_matches_naive_full_forward_per_setting(mini):
     assert all(r["top1"] == unablated for r in rows if r["n_ablated"] == 0)
 
 
+class Fitted:
+    """A fitted basis as the sweep reads it: components, mean, explained-variance ratio."""
+
+    def __init__(self, d):
+        self.components_ = np.eye(d, dtype=np.float32)
+        self.mean_ = np.zeros(d, np.float32)
+        self.explained_variance_ratio_ = np.full(d, 1 / d)
+
+
+FITTED = {layer: {"neuron": Fitted(d)} for layer, d in (("fc2", 256), ("fc3", 10))}
+COUNTS = {"fc2": [0, 5], "fc3": [0, 10]}
+
+
+def _sweep(mini, data, folder, **kw):
+    return ablation.sweep(mini, data, ["fc2", "fc3"], FITTED, folder, counts=COUNTS, batch_size=8, **kw)
+
+
 def test_interrupted_sweep_resumes_without_recomputing(mini, tmp_path, monkeypatch):
     data = RandomImages(n=16, shape=(1, 28, 28))
-    bases = {layer: {"neuron": (np.eye(d, dtype=np.float32), np.zeros(d, np.float32))}
-             for layer, d in (("fc2", 256), ("fc3", 10))}
-    counts = {"fc2": [0, 5], "fc3": [0, 10]}
     real = ablation.sweep_layer
     calls = []
 
@@ -102,12 +119,62 @@ def test_interrupted_sweep_resumes_without_recomputing(mini, tmp_path, monkeypat
 
     monkeypatch.setattr(ablation, "sweep_layer", failing)
     with pytest.raises(KeyboardInterrupt):
-        ablation.sweep(mini, data, ["fc2", "fc3"], bases, counts, tmp_path / "ab", batch_size=8)
-    rows = ablation.sweep(mini, data, ["fc2", "fc3"], bases, counts, tmp_path / "ab", batch_size=8)
+        _sweep(mini, data, tmp_path / "ab")
+    rows = _sweep(mini, data, tmp_path / "ab")
     assert calls == ["fc2", "fc3", "fc3"]
     assert [(r["layer"], r["n_ablated"]) for r in rows if r["order"] == "descending"] == [
         ("fc2", 0), ("fc2", 5), ("fc3", 0), ("fc3", 10)]
     assert len(rows) == 8
+
+
+@pytest.mark.parametrize("crash_at", ["the first write after resuming", "renaming the resumed layer"])
+def test_a_crash_while_resuming_loses_no_finished_layer(mini, tmp_path, monkeypatch, crash_at):
+    """The old sweep rewrote ablation.partial/ablation.csv in place when it resumed; a crash then lost fc2."""
+    data = RandomImages(n=16, shape=(1, 28, 28))
+    whole = _sweep(mini, data, tmp_path / "whole")
+    real_layer = ablation.sweep_layer
+
+    def stop_at_fc3(model, dataset, layer, *a, **k):
+        if layer == "fc3":
+            raise KeyboardInterrupt
+        return real_layer(model, dataset, layer, *a, **k)
+
+    monkeypatch.setattr(ablation, "sweep_layer", stop_at_fc3)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(mini, data, tmp_path / "ab")  # fc2 finished, fc3 interrupted
+    monkeypatch.setattr(ablation, "sweep_layer", real_layer)
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt(f"crash at {crash_at}")
+
+    if crash_at == "the first write after resuming":
+        monkeypatch.setattr(ablation.csv, "DictWriter", crash)
+    else:
+        monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(mini, data, tmp_path / "ab")
+    monkeypatch.undo()
+    assert not (tmp_path / "ab").exists()
+    progress = json.loads((tmp_path / "ab.partial" / "progress.json").read_text())
+    assert progress["layers_done"] == ["fc2"]
+    assert ablation.read_rows(tmp_path / "ab.partial" / "fc2.csv") == [r for r in whole if r["layer"] == "fc2"]
+    calls = []
+    monkeypatch.setattr(ablation, "sweep_layer", lambda m, d, layer, *a, **k: calls.append(layer) or
+                        real_layer(m, d, layer, *a, **k))
+    assert _sweep(mini, data, tmp_path / "ab") == whole
+    assert calls == ["fc3"]  # fc2 was kept, not recomputed
+    assert sorted(p.name for p in (tmp_path / "ab").iterdir()) == ["ablation.csv", "meta.json"]
+
+
+def test_other_eval_images_recompute_the_sweep(mini, tmp_path):
+    """The old sidecar recorded how many images, not which: other images of the same count were reused."""
+    data = RandomImages(n=32, shape=(1, 28, 28), seed=1)
+    first = _sweep(mini, data, tmp_path / "ab", indices=np.arange(0, 16))
+    again = _sweep(mini, data, tmp_path / "ab", indices=np.arange(16, 32))
+    meta = json.loads((tmp_path / "ab" / "meta.json").read_text())
+    assert meta["inputs"]["images"]["n"] == 16
+    expect = [r["top1"] for r in _sweep(mini, data, tmp_path / "fresh", indices=np.arange(16, 32))]
+    assert [r["top1"] for r in again] == expect and [r["top1"] for r in first] != expect
 
 
 def test_count_grids():

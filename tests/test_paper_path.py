@@ -26,7 +26,10 @@ def test_paper_profile_01_to_05_on_tiny_imagenet(tmp_path, tiny_imagenet, alexne
                             parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False)
     p = load_profile("paper", data_dir=params["data_dir"], figures_dir=params["figures_dir"])
     meta = json.loads((p.artifact("sample") / "meta.json").read_text())
-    assert meta["params"]["model"] == "torchvision:AlexNet_Weights.IMAGENET1K_V1"
+    assert meta["inputs"]["model"] == "torchvision:AlexNet_Weights.IMAGENET1K_V1"
+    images = meta["inputs"]["images"]
+    assert images["dataset"]["root"] == str(tiny_imagenet / "train") and images["dataset"]["files"] == 12
+    assert images["dataset"]["classes"] == 3 and images["n"] == 12
     assert meta["shapes"]["conv1"] == [64, 55, 55] and meta["shapes"]["fc3"] == [1000]
     X, loc = open_sample(p.artifact("sample"), "conv1")
     assert X.shape == (12, 64) and (np.asarray(X) < 0).any()

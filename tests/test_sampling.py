@@ -117,17 +117,31 @@ def test_interrupted_sample_resumes_without_recomputing(tmp_path):
         np.testing.assert_array_equal(loc, whole[layer][1])
 
 
-def test_finished_sample_is_reused_and_other_settings_refused(tmp_path):
+def test_finished_sample_is_reused_and_other_settings_remake_it(tmp_path, capsys):
     torch.manual_seed(0)
     model, data = MiniAlexNet().eval(), RandomImages(n=8, shape=(1, 28, 28))
-    sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)
+    first = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)
     data.reads = 0
-    sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)
+    assert sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)["hash"] == first["hash"]
     assert data.reads == 1  # only the shape probe
-    with pytest.raises(store.StaleArtifactError, match=r"seed=0 \(asked: 1\)"):
-        sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=1)
+    other = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=1)
+    assert other["hash"] != first["hash"] and other["params"]["seed"] == 1
+    assert "remaking" in capsys.readouterr().err
+    with pytest.raises(store.StaleArtifactError, match=r"seed=1 \(now 0\)"):
+        sampling.open_sample(tmp_path / "s", "conv1", key=store.read_meta(tmp_path / "s") | {"params": {
+            "layers": ["conv1"], "seed": 0}})
     with pytest.raises(ValueError, match=r"layer='fc1' is not in the sample"):
         sampling.open_sample(tmp_path / "s", "fc1")
+
+
+def test_other_weights_or_images_are_not_reused(tmp_path):
+    torch.manual_seed(0)
+    model, data = MiniAlexNet().eval(), RandomImages(n=8, shape=(1, 28, 28))
+    a = sampling.sample_activations(model, data, ["fc1"], tmp_path / "s", model_id="sha256:a")
+    b = sampling.sample_activations(model, data, ["fc1"], tmp_path / "s", model_id="sha256:b")
+    c = sampling.sample_activations(model, data, ["fc1"], tmp_path / "s", model_id="sha256:b", indices=[1, 2, 3])
+    assert a["created"] <= b["created"] and b["inputs"]["model"] == "sha256:b"
+    assert c["inputs"]["images"]["n"] == 3 and c["inputs"]["images"]["indices"] != b["inputs"]["images"]["indices"]
 
 
 def test_unknown_layer_lists_valid_ones(tmp_path):

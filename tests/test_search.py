@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import search
+from helpers import search, store
 from helpers.models import MiniAlexNet
 from tests.conftest import RandomImages
 
@@ -75,8 +75,8 @@ def test_corrupt_index_says_how_to_fix(tmp_path):
     torch.manual_seed(0)
     model, data = MiniAlexNet().eval(), RandomImages(n=2, shape=(1, 28, 28))
     search.index_activations(model, data, ["fc3"], {"fc3": np.zeros(10)}, tmp_path / "ix")
-    (tmp_path / "ix" / "fc3.faiss").write_bytes(b"broken")
-    with pytest.raises(ValueError, match="fc3.faiss is corrupt.*rerun 03_index"):
-        search.load_index(tmp_path / "ix", "fc3")
     with pytest.raises(ValueError, match="layer='fc1' is not indexed"):
         search.load_index(tmp_path / "ix", "fc1")
+    (tmp_path / "ix" / "fc3.faiss").write_bytes(b"broken")
+    with pytest.raises(store.CorruptArtifactError, match="fc3.faiss is corrupt.*delete .*ix and rerun 03_index"):
+        search.load_index(tmp_path / "ix", "fc3")
