@@ -2,6 +2,7 @@
 # make test      - the test suite (sets itself up)
 # make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended)
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
+# make verify    - hash every artifact of a profile: good, stale or corrupt
 PYTHON   ?= python3
 VENV     ?= .venv
 PROFILE  ?= quick
@@ -11,7 +12,7 @@ FAISS    ?= cpu
 PY       := $(VENV)/bin/python
 FASHION  := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup fashion-mnist figures paper study test lab bench clean
+.PHONY: setup fashion-mnist figures paper study test lab bench verify clean
 
 setup: $(VENV)/.installed fashion-mnist
 
@@ -54,6 +55,11 @@ bench: setup
 	$(PY) bench/sampling.py
 	$(PY) bench/knn.py
 	$(PY) bench/ablation.py
+	$(PY) bench/training.py
+
+# every artifact hashed and checked against the profile (PROFILE=smoke|quick|paper)
+verify: setup
+	$(PY) -m helpers.verify --profile $(PROFILE)
 
 clean:
 	rm -rf data/smoke figures/smoke

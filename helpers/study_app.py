@@ -180,7 +180,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    from .run import kernel_variables
+
     print(f"study app: http://localhost:{args.port}/ (Ctrl-C to stop)", flush=True)
+    os.environ.update(kernel_variables())  # Voila's kernels import this checkout's helpers
     os.execv(cmd[0], cmd)
 
 

@@ -1,7 +1,19 @@
+"""The runner: plans like make, refuses bad settings before any kernel, one writer at a time,
+names the executed notebook when a kernel dies, and runs this checkout's code."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
 import nbformat
+import pandas as pd
+import papermill as pm
 import pytest
 
-from helpers import run
+from helpers import keys, locks, provenance, run, store
+from helpers.config import ROOT, load_profile
 
 
 def test_parse_parameters_reads_literals_and_strings():
@@ -18,12 +30,12 @@ def test_only_selects_by_number_or_name_and_rejects_unknown():
         run.find_notebooks(["99"])
 
 
-def _notebook(path, body):
+def _notebook(path, body, params='profile = "quick"\ndata_dir = None'):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('profile = "quick"\ndata_dir = None')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
     nbformat.write(nb, path)
 
 
@@ -45,3 +57,156 @@ def test_unknown_parameter_and_profile_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"-p \['sede'\]: not a parameter"):
         run.run("smoke", only=["01"], parameters={"sede": 1, "data_dir": str(tmp_path)})
     assert run.main(["--profile", "nope", "--only", "01"]) == 1
+
+
+@pytest.mark.parametrize("settings, expect", [
+    (["n_targets=0"], "setting n_targets=0 is not valid: expected an integer >= 2"),
+    (["n_neighbours=-1"], "setting n_neighbours=-1 is not valid: expected an integer >= 1"),
+    (["batch_size=abc"], "setting batch_size='abc' is not valid: expected a positive integer"),
+    (["seed=1.5"], "setting seed=1.5 is not valid: expected an integer >= 0"),
+    (["dataset=imagefolder", "data_root={imagenet}"],
+     "model='mini_alexnet' takes 1-channel 28 x 28 images (Fashion-MNIST), but dataset='imagefolder' gives "
+     "3-channel images; use model='alexnet'"),
+    (["dataset=imagefolder", "data_root={imagenet}", "model=alexnet"],
+     "setting eval_split='test': {imagenet}/test does not exist; {imagenet} has the splits ['train', 'val']. "
+     "Use one of them, e.g. -p eval_split=val."),
+])
+def test_bad_settings_are_refused_before_any_kernel_starts(tmp_path, tiny_imagenet, capsys, settings, expect):
+    data = tmp_path / "data"
+    args = ["--profile", "smoke", "--only", "04", "-p", f"data_dir={data}"]
+    for s in settings:
+        args += ["-p", s.format(imagenet=tiny_imagenet)]
+    assert run.main(args) == 1
+    assert expect.format(imagenet=tiny_imagenet) in capsys.readouterr().err
+    assert not (data / "notebooks").exists()  # no kernel started, nothing executed
+
+
+def test_a_stale_upstream_is_refused_and_the_runner_reruns_what_is_stale(copy):
+    """Before: bases fitted to the old 320-image sample were used by 03-05 after 01 made a 200-image one."""
+    shutil.rmtree(copy.data / "sample")
+    said = []
+    run.run("smoke", only=["01"], parameters={**copy.params, "n_sample": 200}, say=said.append)
+    p = load_profile("smoke", **copy.params, n_sample=200)
+    with pytest.raises(store.StaleArtifactError, match=r"bases is stale: it was made from sample='sha256:.*' \(now "
+                                                       r"'sha256:.*'\)\. Rerun 02_pca"):
+        provenance.require(p, "bases")
+    with pytest.raises(pm.PapermillExecutionError) as e:  # 03 alone refuses too
+        pm.execute_notebook(str(ROOT / "notebooks" / "03_index.ipynb"), str(copy.data / "03.ipynb"),
+                            parameters={"profile": "smoke", **copy.params, "n_sample": 200},
+                            cwd=str(ROOT / "notebooks"), progress_bar=False)
+    assert e.value.ename == "StaleArtifactError" and "bases is stale" in e.value.evalue
+    assert "Rerun 02_pca" in e.value.evalue
+    said.clear()
+    run.run("smoke", only=["03"], parameters={**copy.params, "n_sample": 200}, say=said.append)
+    assert said[0].startswith("plan (smoke") and "02_pca, 03_index" in said[0]
+    assert "02_pca runs first: bases is stale: made from sample=" in said[1]
+    for artifact in ("model", "sample", "bases", "index"):
+        assert provenance.status(p, artifact)[0] == "current", artifact
+    assert store.read_meta(p.artifact("bases"))["inputs"]["sample"] == store.read_meta(p.artifact("sample"))["hash"]
+    assert provenance.status(p, "grids")[0] == "stale"  # not asked for: left for a later run to remake
+
+
+def test_other_eval_images_recompute_the_ablation(copy):
+    """Before: -p n_eval=100 returned the old CSV (the sidecar recorded how many images, not which)."""
+    before = store.read_meta(copy.data / "ablation")
+    said = []
+    run.run("smoke", only=["05"], parameters={**copy.params, "n_eval": 100}, say=said.append)
+    assert said == [f"plan (smoke, {copy.data}): 05_ablation"]  # nothing else is stale
+    after = store.read_meta(copy.data / "ablation")
+    assert after["inputs"]["images"]["indices"] != before["inputs"]["images"]["indices"]
+    p = load_profile("smoke", **copy.params, n_eval=100)
+    assert provenance.status(p, "ablation")[0] == "current"
+    assert provenance.status(load_profile("smoke", **copy.params), "ablation")[0] == "stale"
+
+
+def test_two_runs_of_one_step_never_interleave(copy, tmp_path):
+    """Before: two concurrent 05 runs both exited 0 and ablation.csv held duplicated layer blocks."""
+    expected = pd.read_csv(copy.data / "ablation" / "ablation.csv")
+    shutil.rmtree(copy.data / "ablation")
+    cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "--only", "05",
+           "-p", f"data_dir={copy.data}", "-p", f"figures_dir={copy.figures}"]
+    logs = [tmp_path / f"run{i}.err" for i in range(3)]
+
+    def start(i, *extra):
+        return subprocess.Popen(cmd + list(extra), cwd=str(ROOT), stdout=subprocess.DEVNULL,
+                                stderr=logs[i].open("w"))
+
+    holder = locks.Lock(copy.data / ".locks" / "step-05.lock", "step 05", wait=False).acquire()  # a 05 running
+    try:
+        runs = [start(0), start(1)]
+        refused = start(2, "--no-wait")
+        assert refused.wait(timeout=120) == 1
+        assert f"step 05_ablation of {copy.data} is being written by pid {os.getpid()}" in logs[2].read_text()
+        assert "rerun without --no-wait" in logs[2].read_text()
+        deadline = time.monotonic() + 120
+        while not all("waiting for step 05_ablation" in log.read_text() for log in logs[:2]):
+            assert all(r.poll() is None for r in runs) and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        holder.release()
+    for r, log in zip(runs, logs):
+        assert r.wait(timeout=300) == 0, log.read_text()[-3000:]
+    got = pd.read_csv(copy.data / "ablation" / "ablation.csv")
+    pd.testing.assert_frame_equal(got, expected)  # one sweep's rows, once: no duplicated blocks
+    assert not got.duplicated(["layer", "basis", "order", "n_ablated"]).any()
+
+
+def test_a_failed_attempt_does_not_block_a_run_with_other_settings(copy):
+    """Before: a failed 04's grids.partial blocked the next plain run until deleted by hand."""
+    other = keys.key({"n_targets": 3}, {}, ())
+    with pytest.raises(KeyboardInterrupt):
+        with store.Build(copy.data / "grids", other, "04") as b:
+            (b.partial / "conv1").mkdir()
+            raise KeyboardInterrupt
+    shutil.rmtree(copy.data / "grids")
+    run.run("smoke", only=["04"], parameters=copy.params)
+    assert store.read_meta(copy.data / "grids")["params"]["n_targets"] == 10
+    aside = list((copy.data / ".set-aside").iterdir())
+    assert [a.name.split("-")[0] for a in aside] == ["grids.partial"] and (aside[0] / "conv1").is_dir()
+    assert "set aside the unfinished" in (copy.data / "notebooks" / "04_visualize.ipynb").read_text()
+
+
+def test_a_dying_kernel_is_reported_with_the_notebook_and_the_likely_cause(tmp_path, monkeypatch):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "01_dies.ipynb", "print('started', flush=True)\nimport os, signal\n"
+                                        "os.kill(os.getpid(), signal.SIGKILL)")
+    params = {"data_dir": str(tmp_path / "data")}
+    with pytest.raises(RuntimeError) as e:
+        run.run("smoke", parameters=params, folder=folder)
+    executed = tmp_path / "data" / "notebooks" / "01_dies.ipynb"
+    assert "notebook 01_dies: its kernel died" in str(e.value) and str(executed) in str(e.value)
+    assert "started" in executed.read_text()
+    assert "GiB free on its disk" in str(e.value)  # no cause visible here: it says what it checked
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(run.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+    with pytest.raises(RuntimeError, match=r"likely cause: the disk holding .*data is full \(10 MiB free\)"):
+        run.run("smoke", parameters=params, folder=folder)
+
+
+def test_kernels_import_the_runners_checkout(tmp_path):
+    """Before: from a second checkout whose .venv is an editable install of another tree, the kernels
+    imported the other tree's helpers (and wrote into its data/)."""
+    checkout = tmp_path / "second"
+    shutil.copytree(ROOT / "helpers", checkout / "helpers", ignore=shutil.ignore_patterns("__pycache__"))
+    (checkout / "notebooks").mkdir()
+    record = tmp_path / "imported.json"
+    _notebook(checkout / "notebooks" / "01_which.ipynb",
+              "import json, helpers\nfrom helpers import config\n"
+              f"json.dump([helpers.__file__, str(config.ROOT)], open({str(record)!r}, 'w'))")
+    import helpers
+
+    assert helpers.__file__.startswith(str(ROOT))  # this interpreter's helpers is the other tree
+    done = subprocess.run([sys.executable, "-m", "helpers.run", "--profile", "smoke", "--only", "01",
+                           "-p", f"data_dir={tmp_path / 'data'}"], cwd=str(checkout), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    imported, root = json.loads(record.read_text())
+    assert imported == str(checkout / "helpers" / "__init__.py") and root == str(checkout)
+    # a kernel that would import another tree's helpers refuses, naming both
+    env = {**os.environ, "HELPERS_ROOT": str(checkout)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-m", "papermill", str(checkout / "notebooks" / "01_which.ipynb"),
+                           str(tmp_path / "out.ipynb"), "--cwd", str(checkout / "notebooks")],
+                          capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert done.returncode != 0
+    assert f"the runner that started it runs the checkout {checkout}" in (tmp_path / "out.ipynb").read_text()
