@@ -131,3 +131,24 @@ def test_errors_name_the_problem():
         PCABasis().fit(np.zeros(5))
     with pytest.raises(ValueError, match="n_components=9 must be between 1 and n_features=5"):
         PCABasis(n_components=9).fit(_data(d=5)).components_
+
+
+def test_a_truncated_basis_file_is_corrupt_with_the_fix(tmp_path):
+    """Before: a truncated bases/*.npz surfaced as a bare BadZipFile."""
+    from helpers import bases, keys, store
+
+    X = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    key = keys.key({"layers": ["fc3"]}, {}, ())
+    with store.Build(tmp_path / "sample", key, "01") as b:
+        np.save(b.partial / "fc3.npy", X)
+        np.save(b.partial / "fc3_loc.npy", np.zeros((50, 3), np.int32))
+        b.commit(["fc3.npy", "fc3_loc.npy"], extra={"shapes": {"fc3": [4]}})
+    bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc3"])
+    path = tmp_path / "bases" / "fc3_pca_pre_relu.npz"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(store.CorruptArtifactError, match=r"fc3_pca_pre_relu.npz is corrupt .*; delete .*bases "
+                                                         r"and rerun 02_pca"):
+        bases.load_basis(tmp_path / "bases", "fc3")
+    with pytest.raises(store.CorruptArtifactError, match=r"not a saved basis \(BadZipFile.*rerun 02_pca"):
+        PCABasis.load(path)  # even without the sidecar's check

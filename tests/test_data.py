@@ -129,7 +129,8 @@ def test_skipped_images_leave_the_sample_and_are_listed(broken_imagenet, tmp_pat
         sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4)
 
 
-def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_imagenet):
+def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_imagenet, capsys):
+    """Before: a sample of another data_root with as many images was reused (the root was not recorded)."""
     import shutil
 
     other = tmp_path / "other"
@@ -138,6 +139,17 @@ def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_im
     assert len(a) == len(b)
     ka, kb = data.images_key(a), data.images_key(b)
     assert ka["n"] == kb["n"] and ka["dataset"]["root"] != kb["dataset"]["root"]
+    import torchvision
+
+    from helpers import sampling
+
+    torch.manual_seed(0)
+    net = torchvision.models.alexnet(weights=None).eval()
+    first = sampling.sample_activations(net, a, ["fc3"], tmp_path / "s", batch_size=8)
+    again = sampling.sample_activations(net, b, ["fc3"], tmp_path / "s", batch_size=8)  # same count, other root
+    assert first["inputs"]["images"]["dataset"]["root"] == str(tiny_imagenet / "val")
+    assert again["inputs"]["images"]["dataset"]["root"] == str(other / "val")
+    assert f"remaking {tmp_path / 's'}: it was made from images.dataset.root=" in capsys.readouterr().err
     renamed = sorted((other / "val").rglob("*.JPEG"))[0]
     renamed.rename(renamed.with_name("x" + renamed.name))
     c = data.image_folder(other, "val")
