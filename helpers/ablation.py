@@ -208,10 +208,8 @@ def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = 
     key = ablation_key(layers, images_key(dataset, indices), model_id, bases_hash,
                        dense=dense, counts=counts)
     counts = counts or layer_counts(bases, dense)
-    with store.Build(folder, key, MADE_BY, profile=profile) as b:
-        if b.current:
-            _refuse_skipped(b.meta, skip_bad, folder)
-        else:
+    with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
+        if not b.current:
             _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw)
     return [r for r in read_rows(folder / "ablation.csv") if r["layer"] in set(layers)]
 
@@ -238,14 +236,6 @@ def _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw) -> d
         (b.partial / f"{layer}.csv").unlink()
     return b.commit(["ablation.csv"], extra={"counts": {k: list(map(int, counts[k])) for k in layers},
                                              "bad_images": bad})
-
-
-def _refuse_skipped(meta: dict, skip_bad: bool, folder) -> None:
-    if meta.get("bad_images") and not skip_bad:
-        raise store.StaleArtifactError(
-            f"{folder} was measured with {len(meta['bad_images'])} unreadable image(s) left out, but "
-            "skip_bad_images is off. Set skip_bad_images=True to use it, or repair the images, delete "
-            f"{folder} and rerun {MADE_BY}.")
 
 
 def _write_rows(path, rows) -> None:

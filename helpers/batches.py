@@ -51,14 +51,15 @@ class Batches:
     ``slots`` (LongTensor) are positions in ``indices``. Pinned when bound for
     CUDA. An unreadable image stops the iteration with :class:`BadImageError`
     (its path and index), unless ``skip_bad``: then it is left out of its batch
-    and recorded in :attr:`bad` (``index``, ``path``, ``error``). ``start``
-    skips the first slots (resuming).
+    and recorded in :attr:`bad` (``slot``, ``index``, ``path``, ``error``).
+    ``start`` skips the first slots (resuming); :attr:`next_slot` is the first
+    slot not yet delivered or skipped.
     """
 
     def __init__(self, dataset, indices=None, batch_size: int = 256, num_workers: int = 0, device=None,
                  skip_bad: bool = False, start: int = 0):
         indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
-        self.bad = []
+        self.bad, self.next_slot = [], start
         self.loader = DataLoader(_Slots(dataset, indices, start, skip_bad), batch_size=batch_size,
                                  num_workers=num_workers, collate_fn=_collate,
                                  pin_memory=torch.device(device or "cpu").type == "cuda")
@@ -69,5 +70,6 @@ class Batches:
     def __iter__(self):
         for x, y, slots, bad in self.loader:
             self.bad.extend(bad)
+            self.next_slot = max([self.next_slot - 1, *slots.tolist(), *(r["slot"] for r in bad)]) + 1
             if len(slots):
                 yield x, y, slots

@@ -89,13 +89,13 @@ def plan(p, chosen: list[Path], available: list[Path]) -> list[tuple[Path, str]]
     why = {nb.stem.split("_")[0]: "asked for" for nb in chosen}
     checked = {}
 
-    def check(artifact: str, reader: str):
+    def check(artifact: str):
         if artifact in checked or not provenance.applies(p, artifact):
             return
         checked[artifact] = None
         maker = provenance.PRODUCER[artifact]
         for up in provenance.upstream(p, artifact):
-            check(up, maker)
+            check(up)
         if maker in why or maker not in by_number:
             return
         rerun = [u for u in provenance.upstream(p, artifact) if provenance.PRODUCER[u] in why]
@@ -108,7 +108,7 @@ def plan(p, chosen: list[Path], available: list[Path]) -> list[tuple[Path, str]]
 
     for number in sorted(why):
         for artifact in provenance.STEPS.get(number, provenance.Step("", (), ())).reads:
-            check(artifact, number)
+            check(artifact)
     return [(by_number[n], why[n]) for n in sorted(why)]
 
 

@@ -161,27 +161,18 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
         raise ValueError("no images to sample: the dataset or the selection (indices, n_sample) is empty.")
     shapes = layer_shapes(model, example(dataset, indices).to(device), layers)
     key = sample_key(layers, seed, images_key(dataset, indices), model_id)
-    with store.Build(folder, key, MADE_BY, profile=profile) as b:
+    with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
         if b.current:
-            return _check_skipped(b.meta, skip_bad, folder)
+            return b.meta
         return _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_size, num_workers,
                        device, flush_seconds)
-
-
-def _check_skipped(meta: dict, skip_bad: bool, folder) -> dict:
-    if meta.get("bad_images") and not skip_bad:
-        raise store.StaleArtifactError(
-            f"{folder} was made with {len(meta['bad_images'])} unreadable image(s) skipped "
-            f"(e.g. {meta['bad_images'][0]['path']}), but skip_bad_images is off. Set skip_bad_images=True "
-            f"to use it, or repair the images, delete {folder} and rerun {MADE_BY}.")
-    return meta
 
 
 def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_size, num_workers, device,
             flush_seconds) -> dict:
     n, partial = len(indices), b.partial
     slots_done, rows = b.progress.get("slots_done", 0), b.progress.get("rows_done", 0)
-    bad = list(b.progress.get("bad", []))
+    earlier = list(b.progress.get("bad", []))  # unreadable images found before an interruption
     positions = draw_positions(shapes, n, seed)
     arrays = {}
     for name, shape in shapes.items():
@@ -200,7 +191,8 @@ def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_si
     def flush():
         for a in arrays.values():
             a.flush()
-        b.save_progress(summary=f"{slots_done} of {n} images", slots_done=slots_done, rows_done=rows, bad=bad)
+        b.save_progress(summary=f"{slots_done} of {n} images", slots_done=slots_done, rows_done=rows,
+                        bad=earlier + batches.bad)
 
     batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=slots_done)
     last = list(shapes)[-1]
@@ -212,16 +204,12 @@ def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_si
             for name in shapes:
                 arrays[name][rows:rows + len(x)] = out[name].float().cpu().numpy()
             rows += len(x)
-            skipped, batches.bad[:] = list(batches.bad), []
-            bad += skipped
-            top = max([int(slots[-1]), *(r["slot"] for r in skipped)]) + 1
-            bar.update(top - slots_done)
-            slots_done = top
+            bar.update(batches.next_slot - slots_done)
+            slots_done = batches.next_slot
             if time.monotonic() - t_flush > flush_seconds:
                 flush()
                 t_flush = time.monotonic()
-    bad += batches.bad
-    slots_done = n
+    slots_done, bad = n, earlier + batches.bad
     flush()
     arrays.clear()  # closes the memory maps
     kept = ~np.isin(indices, [r["index"] for r in bad])

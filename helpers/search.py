@@ -130,7 +130,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     shapes = layer_shapes(model, example(dataset, indices).to(device), layers)
     key = index_key(layers, images_key(dataset, indices), model_id, bases_hash, cap=cap, kind=kind,
                     nlist=nlist, seed=seed, sample_hash=sample_hash)
-    with store.Build(folder, key, MADE_BY, profile=profile, resumable=False) as b:
+    with store.Build(folder, key, MADE_BY, profile=profile, resumable=False, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
         hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
@@ -150,8 +150,9 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
                     if a.ndim == 4:  # (B, C, H, W) -> (B * H * W, C), row = slot * H * W + y * W + x
                         a = a.permute(0, 2, 3, 1).reshape(-1, shape[0])
                     flat = (slots.numpy()[:, None] * hw[name] + np.arange(hw[name])).ravel()
-                    if chosen[name] is not None:
-                        keep = np.isin(flat, chosen[name], assume_unique=True)
+                    if chosen[name] is not None:  # only the chosen ids within this batch's range
+                        lo, hi = np.searchsorted(chosen[name], [flat[0], flat[-1] + 1])
+                        keep = np.isin(flat, chosen[name][lo:hi], assume_unique=True)
                         flat, a = flat[keep], a[torch.from_numpy(keep)]
                     indexes[name].add(as_float32((a - mean[name]).numpy()))
                     slot, pos = np.divmod(flat, hw[name])

@@ -248,12 +248,15 @@ class Build:
     named), unless it holds work worth keeping (a ``summary`` was saved with
     the progress): then the build stops with a message saying how to resume
     or discard it. ``restart`` (or ``HELPERS_RESTART=1``, the runner's
-    ``--restart``) discards any unfinished partial instead.
+    ``--restart``) discards any unfinished partial instead. With
+    ``skip_bad=False`` a current artifact that left unreadable images out
+    (``bad_images`` in its sidecar) is refused.
     """
 
     def __init__(self, folder, key: dict, made_by: str = "its notebook", *, profile: str = "",
-                 resumable: bool = True, wait: bool | None = None, restart: bool | None = None):
-        self.folder, self.key, self.made_by = Path(folder), key, made_by
+                 resumable: bool = True, wait: bool | None = None, restart: bool | None = None,
+                 skip_bad: bool | None = None):
+        self.folder, self.key, self.made_by, self.skip_bad = Path(folder), key, made_by, skip_bad
         self.partial = Path(str(self.folder) + ".partial")
         self.profile, self.resumable = profile, resumable
         self.restart = os.environ.get(RESTART_ENV) == "1" if restart is None else restart
@@ -266,10 +269,12 @@ class Build:
             if (self.folder / META).exists():
                 try:
                     self.meta = read_meta(self.folder, self.key, self.made_by)
-                    self.current = True
-                    return self
                 except (StaleArtifactError, CorruptArtifactError) as e:
                     say(f"remaking {self.folder}: {e.reason}")
+                else:
+                    self.current = True
+                    self._refuse_skipped()
+                    return self
             self._open_partial()
         except BaseException:
             self.lock.release()
@@ -278,6 +283,15 @@ class Build:
 
     def __exit__(self, *exc) -> None:
         self.lock.release()
+
+    def _refuse_skipped(self) -> None:
+        """A current artifact made with unreadable images left out serves only while skipping is on."""
+        bad = self.meta.get("bad_images")
+        if bad and self.skip_bad is False:
+            raise StaleArtifactError(
+                f"{self.folder} was made with {len(bad)} unreadable image(s) left out (e.g. {bad[0]['path']}), "
+                f"but skip_bad_images is off. Set skip_bad_images=True to use it, or repair the images, "
+                f"delete {self.folder} and rerun {self.made_by}.")
 
     def _open_partial(self) -> None:
         partial = self.partial

@@ -21,6 +21,6 @@ def test_an_unreadable_image_stops_with_its_path_or_is_skipped_and_listed(broken
         list(batches.Batches(ds, batch_size=4, num_workers=workers))
     feed = batches.Batches(ds, batch_size=4, skip_bad=True, num_workers=workers)
     slots = torch.cat([s for _, _, s in feed]).tolist()
-    assert slots == [0, 2, 3, 4, 5]
+    assert slots == [0, 2, 3, 4, 5] and feed.next_slot == 6
     assert [(b["slot"], b["index"], b["path"]) for b in feed.bad] == [(1, 1, str(victim))]
     assert "Error" in feed.bad[0]["error"]
