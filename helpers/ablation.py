@@ -1,35 +1,39 @@
 """Completeness by ablation (Fig. 6): mean-ablate basis vectors at a layer, measure top-1.
 
-Mean-ablation of a set S of basis vectors at a layer replaces the pre-ReLU
-activation ``a`` (at every spatial position of a conv layer) by
-``a - V_S V_Sᵀ (a - mean)``: the coefficients along S are set to those of the
-mean. For the neuron basis this sets the neurons in S to their mean.
+Mean-ablation of a set S of basis vectors at a layer replaces the layer's
+output ``a`` (its module's own output: pre-ReLU; at every position of a map
+and every token of a ViT, the class token too) by ``a - V_S V_Sᵀ (a - mean)``:
+the coefficients along S are set to those of the mean. For the neuron basis
+this sets the neurons in S to their mean.
 
 :func:`ablate` does it with a forward hook (always removed). :func:`sweep`
-measures many settings cheaply: the network up to the layer (the prefix)
-runs once per batch; only the rest (the suffix) runs per setting, several
-settings stacked in one suffix call.
+measures many settings cheaply. The network is cut where its family says
+(:func:`helpers.architectures.split`): the part before the layer (or before
+the residual block / encoder layer that holds it) runs once per batch; only
+the rest runs per setting, several settings stacked in one batch. A model
+whose family has no stages runs full forward passes, settings stacked.
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from . import keys, store
+from . import architectures, keys, store
 from .batches import Batches
 from .data import images_key
-from .models import get_device, layer_paths
+from .models import get_device
 
+log = logging.getLogger(__name__)
 FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
 MADE_BY = "05_ablation (python -m helpers.run --only 05)"
-SOURCES = ("ablation", "data", "batches")
+SOURCES = ("ablation", "architectures", "data", "batches")
 
 
 def project_out(a: torch.Tensor, V: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
@@ -45,21 +49,30 @@ def project_out(a: torch.Tensor, V: torch.Tensor, mean: torch.Tensor) -> torch.T
     return a - ((a - mean) @ V.T) @ V
 
 
+def _site(model, layer: str) -> architectures.Site:
+    """A site to write through (the output format is read from the output itself)."""
+    path = architectures.resolve(model, [layer])[layer]
+    return architectures.Site(layer, path, "any", ())
+
+
 @contextmanager
 def ablate(model, layer: str, V, mean):
-    """Mean-ablate the rows of ``V`` (k, d) at ``layer``'s pre-ReLU output while inside.
+    """Mean-ablate the rows of ``V`` (k, d) at ``layer``'s output while inside.
 
     ``V`` holds orthonormal basis vectors (``components_[S]``), ``mean`` (d,)
-    the sample mean; ``k = 0`` leaves the output unchanged.
+    the sample mean; ``k = 0`` leaves the output unchanged, bit for bit.
     """
-    module = model.get_submodule(layer_paths([layer])[layer])
+    site = _site(model, layer)
+    module = model.get_submodule(site.path)
 
     def hook(mod, args, out):
         if len(V) == 0:
             return None  # output unchanged, bit for bit
-        v = torch.as_tensor(np.asarray(V), dtype=out.dtype, device=out.device).reshape(-1, out.shape[1])
-        m = torch.as_tensor(np.asarray(mean), dtype=out.dtype, device=out.device)
-        return project_out(out, v, m)
+        x = out[0] if isinstance(out, (tuple, list)) else out
+        d = x.shape[1] if x.ndim == 4 else x.shape[-1]
+        v = torch.as_tensor(np.asarray(V), dtype=x.dtype, device=x.device).reshape(-1, d)
+        m = torch.as_tensor(np.asarray(mean), dtype=x.dtype, device=x.device)
+        return site.apply(out, lambda rows, g: project_out(rows, v, m))
 
     handle = module.register_forward_hook(hook)
     try:
@@ -68,22 +81,14 @@ def ablate(model, layer: str, V, mean):
         handle.remove()
 
 
-def split(model, layer: str) -> tuple[nn.Sequential, nn.Sequential]:
-    """``(prefix, suffix)`` with ``suffix(prefix(x)) == model(x)``; the prefix ends at the layer.
-
-    Works for AlexNet-shaped models (``features``, ``avgpool``, ``classifier``),
-    as torchvision's ``alexnet`` and ``mini_alexnet``.
-    """
-    if not all(hasattr(model, a) for a in ("features", "avgpool", "classifier")):
-        raise ValueError(f"{type(model).__name__} is not AlexNet-shaped (features, avgpool, classifier); "
-                         "the sweep cannot split it. Use ablate() with full forward passes instead.")
-    part, i = layer_paths([layer])[layer].split(".")
-    i = int(i) + 1
-    head = [model.features, model.avgpool, nn.Flatten(1)]
-    if part == "features":
-        return model.features[:i], nn.Sequential(model.features[i:], model.avgpool, nn.Flatten(1),
-                                                 model.classifier)
-    return nn.Sequential(*head, model.classifier[:i]), model.classifier[i:]
+@contextmanager
+def _stacked(module, site, fn, groups: int):
+    """While inside, ``module``'s output (``groups`` settings stacked in its batch) goes through ``fn``."""
+    handle = module.register_forward_hook(lambda m, a, out: site.apply(out, fn, groups))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def count_grid(d: int, dense: bool, extra=()) -> list[int]:
@@ -109,7 +114,7 @@ def settings(components: dict, counts: list[int]) -> list[tuple]:
 def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, indices=None,
                 batch_size: int = 256, max_rows: int = 4096, device=None, num_workers: int = 0,
                 skip_bad: bool = False, bad: list | None = None) -> list[dict]:
-    """Top-1 accuracy for every setting of one layer, the prefix run once per batch.
+    """Top-1 accuracy for every setting of one layer, the part before it run once per batch.
 
     Parameters
     ----------
@@ -128,7 +133,14 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
     """
     device = get_device(device)
     model = model.eval().to(device)
-    prefix, suffix = split(model, layer)
+    site = _site(model, layer)
+    cut = architectures.split(model, site.path)
+    if cut is None:
+        log.info("%s: %s has no described stages; full forward passes with the settings stacked in the batch",
+                 layer, type(model).__name__)
+        cut = (lambda x: x), model, False
+    prefix, suffix, at_cut = cut
+    module = model.get_submodule(site.path)
     todo = settings(components, counts)
     d = len(np.asarray(next(iter(components.values()))))
     key = {t: "none" if t[2] == 0 else "all" if t[2] == d else t for t in todo}  # identical ablations
@@ -148,17 +160,31 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
     correct = np.zeros(len(unique), dtype=np.int64)
     total = 0
     batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
+    checked = False
     for x, y, _ in tqdm(batches, desc=f"ablate {layer}", leave=False):
-        a = prefix(x.to(device, non_blocking=True)).float()
+        x = x.to(device, non_blocking=True)
+        if not checked:  # the cut must compose to the model's own output, else full forward passes
+            prefix, suffix, at_cut = _checked(model, layer, x, prefix, suffix, at_cut)
+            checked = True
+        h = prefix(x)
         y = y.to(device)
-        group = max(1, max_rows // len(a))
+        group = max(1, max_rows // len(h))
         for start in range(0, len(unique), group):
             chunk = unique[start:start + group]
-            # each ablated copy is a new tensor: the suffix starts with an in-place ReLU
-            logits = suffix(torch.cat([project_out(a, rows_of(k), m) for k in chunk]))
+
+            def fn(rows, g, chunk=chunk):
+                return project_out(rows, rows_of(chunk[g]).to(rows.dtype), m.to(rows.dtype))
+
+            # a new tensor per setting: the suffix may start with an in-place ReLU
+            stacked = torch.cat([h] * len(chunk))
+            if at_cut:
+                logits = suffix(site.apply(stacked, fn, len(chunk)))
+            else:
+                with _stacked(module, site, fn, len(chunk)):
+                    logits = suffix(stacked)
             hits = (logits.argmax(1).view(len(chunk), -1) == y).sum(1)
             correct[start:start + len(chunk)] += hits.cpu().numpy()
-        total += len(a)
+        total += len(h)
     if bad is not None:
         bad.extend(batches.bad)
     if total == 0:
@@ -166,6 +192,21 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
     accuracy = dict(zip(unique, correct / total))
     return [{"layer": layer, "basis": b, "order": o, "n_ablated": n, "top1": float(accuracy[key[(b, o, n)]])}
             for b, o, n in todo]
+
+
+def _checked(model, layer, x, prefix, suffix, at_cut):
+    """``(prefix, suffix, at_cut)``, or full forward passes when ``suffix(prefix(x))`` is not ``model(x)``."""
+    full = model(x)
+    try:
+        cut = suffix(prefix(x))
+        why = f"max difference {float((full - cut).abs().max()):.3g}"
+        if torch.allclose(full, cut, rtol=1e-4, atol=1e-5 * float(full.abs().max().clamp(min=1))):
+            return prefix, suffix, at_cut
+    except Exception as e:  # a stage that cannot take what the one before gives
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+    log.warning("%s: the stages of %s's family do not compose to its output (%s); running full forward "
+                "passes with the settings stacked instead", layer, type(model).__name__, why)
+    return (lambda h: h), model, False
 
 
 def layer_counts(bases: dict, dense: bool) -> dict:

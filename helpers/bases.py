@@ -14,6 +14,7 @@ float64 data for a float64 product.
 """
 from __future__ import annotations
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import keys, store
+
+log = logging.getLogger(__name__)
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -334,7 +337,6 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
     dict
         The sidecar of the bases artifact.
     """
-    from .models import has_relu
     from .sampling import MADE_BY as SAMPLE_MADE_BY
     from .sampling import open_sample
 
@@ -348,7 +350,17 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
             if layer in done:
                 continue
             X, _ = open_sample(sample_folder, layer)
-            for curve, basis in fit_bases(X, has_relu(layer), chunk_size, desc=layer).items():
+            relu = sample["sites"][layer]["relu"]  # a ReLU follows the layer in the network
+            fitted = fit_bases(X, relu, chunk_size, desc=layer)
+            if not float(np.sum(fitted["pca_pre_relu"].explained_variance_)) > 0:
+                raise ValueError(
+                    f"layer {layer!r} is constant over the sample ({len(X)} vectors, variance 0): there is "
+                    "nothing to explain. Leave it out of layers (-p layers=...), or check the model's weights "
+                    "(a zero-initialised layer is constant).")
+            if relu and not float(np.sum(fitted["pca_post_relu"].explained_variance_)) > 0:
+                log.warning("%s: every activation is <= 0, so the post-ReLU curve is left out", layer)
+                del fitted["pca_post_relu"]
+            for curve, basis in fitted.items():
                 with store.atomic(b.partial / f"{layer}_{curve}.npz") as tmp, open(tmp, "wb") as f:
                     basis.save(f)
             done.append(layer)

@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3")
 
 
+def slug(model: str) -> str:
+    """The folder name of a model: its name, with anything but letters, digits, ``_ . -`` as ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")
+
+
 @dataclass(frozen=True)
 class Profile:
     """All settings of one run.
@@ -43,10 +48,14 @@ class Profile:
     data_root : str or None
         Dataset folder (``imagenet``/``imagefolder``: holds ``train/`` and
         ``val/`` class folders). For Fashion-MNIST, an extra folder to look in.
-    model : {"mini_alexnet", "alexnet"}
-        Network to explain.
-    layers : tuple of str
-        Paper layer names to study, e.g. ``("conv1", "fc1")``.
+    model : str
+        Network to explain: a built-in name (``mini_alexnet``, ``mini_resnet``,
+        ``mini_vit``, ``alexnet``, ``resnet18``, ``resnet50``, ``vit_b_16``),
+        ``torchvision:<name>[:<weights>]`` or ``<python.module>:<callable>``
+        (see :mod:`helpers.models`).
+    layers : tuple of str or None
+        Layers to study: the family's names (``conv1`` … for AlexNet) or module
+        paths (``layer4.1.conv2``); ``None``: the model's default layers.
     sample_split, eval_split : str
         Split whose activations are sampled (PCA) and split used for the
         patch search and accuracy.
@@ -72,6 +81,8 @@ class Profile:
         Targets per basis vector (m, grid columns) and patches per target (k, rows).
     thumb : int
         Side of a patch thumbnail in pixels.
+    token_margin : float
+        Context shown around a ViT token's own patch, in patches on each side.
     n_show : int
         Basis vectors per basis shown in the per-layer figures.
     n_study : int
@@ -86,15 +97,15 @@ class Profile:
         Skip images that cannot be read (listed in each artifact's sidecar)
         instead of stopping at the first one with its path.
     data_dir, figures_dir : str or None
-        Where artifacts and figures go; ``None`` means
-        ``<project>/data/<name>`` and ``<project>/figures/<name>``.
+        Where artifacts and figures go, one folder per model inside; ``None``
+        means ``<project>/data/<name>`` and ``<project>/figures/<name>``.
     """
 
     name: str
     dataset: str = "fashion_mnist"
     data_root: str | None = None
     model: str = "mini_alexnet"
-    layers: tuple = PAPER_LAYERS
+    layers: tuple | None = None
     sample_split: str = "train"
     eval_split: str = "test"
     n_sample: int | None = None
@@ -113,6 +124,7 @@ class Profile:
     n_targets: int = 10
     n_neighbours: int = 5
     thumb: int = 32
+    token_margin: float = 0.5
     n_show: int = 5
     n_study: int = 16
     ablation_eval: int | None = 2000
@@ -124,13 +136,13 @@ class Profile:
     # -- paths ---------------------------------------------------------------
     @property
     def data_path(self) -> Path:
-        """Folder of this profile's artifacts."""
-        return Path(self.data_dir) if self.data_dir else ROOT / "data" / self.name
+        """Folder of this profile's artifacts of its model: ``data/<profile>/<model>``."""
+        return (Path(self.data_dir) if self.data_dir else ROOT / "data" / self.name) / slug(self.model)
 
     @property
     def figures_path(self) -> Path:
-        """Folder of this profile's figures and tables."""
-        return Path(self.figures_dir) if self.figures_dir else ROOT / "figures" / self.name
+        """Folder of this profile's figures and tables of its model: ``figures/<profile>/<model>``."""
+        return (Path(self.figures_dir) if self.figures_dir else ROOT / "figures" / self.name) / slug(self.model)
 
     def artifact(self, step: str) -> Path:
         """Folder of one step's artifact, e.g. ``artifact("sample")``."""
@@ -204,6 +216,8 @@ RULES = {
     "n_targets": ("an integer >= 2 (targets per basis vector: the grid's columns)", lambda v: _integer(v, 2)),
     "n_neighbours": ("an integer >= 1 (patches per target: the grid's rows)", lambda v: _integer(v, 1)),
     "thumb": ("an integer >= 2 (pixels per patch)", lambda v: _integer(v, 2)),
+    "token_margin": ("a number >= 0 (patches of context around a ViT token's patch)",
+                     lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0),
     "n_show": _POSITIVE, "n_study": _POSITIVE, "ablation_eval": _OPTIONAL_POSITIVE,
     "ablation_dense": _FLAG, "skip_bad_images": _FLAG,
     "data_dir": _FOLDER, "figures_dir": _FOLDER,
@@ -271,6 +285,11 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
     changes = {k: v for k, v in overrides.items() if v is not None}
     if "layers" in changes:
         changes["layers"] = _coerce_layers(changes["layers"])
+    model = changes.get("model", base.model)
+    if not changes.get("layers", base.layers) and isinstance(model, str) and model.strip():
+        from .models import default_layers  # the model's own layers (builds its architecture once)
+
+        changes["layers"] = default_layers(model)
     for k in ("data_dir", "figures_dir", "data_root"):
         if isinstance(changes.get(k), PurePath):
             changes[k] = str(changes[k])

@@ -164,14 +164,18 @@ def fashion_mnist(split: str = "train", dirs=None, download: bool = True) -> Arr
 
 
 class FolderImages(Dataset):
-    """An ImageFolder with ImageNet's standard preprocessing and a ``display``."""
+    """An ImageFolder with a model's preprocessing (default: ImageNet's standard one) and a ``display``.
 
-    def __init__(self, folder):
+    ``preset`` is a torchvision ``ImageClassification``-like transform with
+    ``resize_size`` and ``crop_size`` (e.g. ``weights.transforms()``).
+    """
+
+    def __init__(self, folder, preset=None):
         import torchvision
         from torchvision.models import AlexNet_Weights
         from torchvision.transforms import v2
 
-        self.transform = AlexNet_Weights.IMAGENET1K_V1.transforms()
+        self.transform = preset or AlexNet_Weights.IMAGENET1K_V1.transforms()
         self.crop = v2.Compose([
             v2.Resize(self.transform.resize_size, antialias=True),
             v2.CenterCrop(self.transform.crop_size),
@@ -198,7 +202,8 @@ class FolderImages(Dataset):
             paths = [str(Path(p).relative_to(self.root)) for p, _ in self.folder.samples]
             self._identity = {"kind": "imagefolder", "root": str(self.root), "classes": len(self.classes),
                               "classes_sha256": _digest(*self.classes), "files": len(paths),
-                              "files_sha256": _digest(*paths)}
+                              "files_sha256": _digest(*paths),
+                              "preprocessing": " ".join(repr(self.transform).split())}
         return self._identity
 
     def describe(self, i) -> str:
@@ -223,7 +228,7 @@ class FolderImages(Dataset):
         return np.asarray(self.crop(image.convert("RGB")))
 
 
-def image_folder(root, split: str, name: str = "data_root") -> FolderImages:
+def image_folder(root, split: str, name: str = "data_root", preset=None) -> FolderImages:
     """``<root>/<split>/<class>/<image>`` with the standard ImageNet preprocessing.
 
     ImageFolder sorts class folders by name, so ImageNet's WordNet-id folders
@@ -251,7 +256,7 @@ def image_folder(root, split: str, name: str = "data_root") -> FolderImages:
             f"{folder} does not exist (found folders {found}); expected {root}/{split}/<class>/<image>.JPEG. "
             "ImageNet's val images must be sorted into class folders, as torchvision.datasets.ImageNet does."
         )
-    return FolderImages(folder)
+    return FolderImages(folder, preset)
 
 
 CHANNELS = {"fashion_mnist": 1, "imagenet": 3, "imagefolder": 3}
@@ -292,11 +297,12 @@ def load_dataset(profile: Profile, split: str):
     Loaded once per process and kept while its files are unchanged.
     """
     stamp = _stamp(profile, split)
-    cached = _CACHE.get((profile.dataset, profile.data_root, split))
+    which = (profile.dataset, profile.data_root, split, None if profile.dataset == "fashion_mnist" else profile.model)
+    cached = _CACHE.get(which)
     if cached is not None and cached[0] == stamp:
         return cached[1]
     ds = _load_dataset(profile, split)
-    _CACHE[(profile.dataset, profile.data_root, split)] = (stamp, ds)
+    _CACHE[which] = (stamp, ds)
     return ds
 
 
@@ -318,7 +324,9 @@ def _load_dataset(profile: Profile, split: str):
             dirs = (Path(profile.data_root), FASHION_SYSTEM_DIR, FASHION_LOCAL_DIR)
         return fashion_mnist(split, dirs)
     if profile.dataset in ("imagenet", "imagefolder"):
-        ds = image_folder(profile.data_root, split)
+        from .models import preprocessing  # the model's own preprocessing
+
+        ds = image_folder(profile.data_root, split, preset=preprocessing(profile.model))
         if profile.dataset == "imagenet" and len(ds.classes) != 1000:
             log.warning("%s has %d classes, not ImageNet's 1000: accuracies will not be ImageNet's.",
                         profile.data_root, len(ds.classes))

@@ -23,7 +23,7 @@ def visualizer_for(profile) -> Visualizer:
 
     model, _ = load_model(profile, device="cpu", train=False)
     images = load_dataset(profile, profile.eval_split)
-    fields = receptive_fields(model, profile.layers, example(images))
+    fields = receptive_fields(model, profile.layers, example(images), margin=profile.token_margin)
     return Visualizer(profile, images, fields, device=profile.device,
                       keys=keys(profile, ("sample", "bases", "index")))
 

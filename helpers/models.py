@@ -1,69 +1,190 @@
-"""Model registry and the layer table.
+"""Model registry: which networks there are, how each is built and loaded, and its id.
 
-``mini_alexnet``
-    AlexNet's shape (5 conv + 3 fc, in-place ReLU, max-pool, dropout) at
-    Fashion-MNIST scale, with torchvision's module paths, so one layer table
-    serves both models. Trained on first use (reproducibly: see
-    :mod:`helpers.training`) and cached per profile as the ``model`` artifact,
-    whose content hash is the model's id in every later artifact.
-``alexnet``
-    ``torchvision.models.alexnet(weights=AlexNet_Weights.IMAGENET1K_V1)``.
+A model is named three ways (``-p model=...``):
+
+built-in
+    the stand-ins trained here on first use (``mini_alexnet``, ``mini_resnet``,
+    ``mini_vit``: see :mod:`helpers.standins` and :mod:`helpers.training`;
+    their id is the checkpoint's content hash) and the authors' networks with
+    torchvision's named weights (``alexnet``, ``resnet18``, ``resnet50``,
+    ``vit_b_16``, each ``IMAGENET1K_V1``, never ``DEFAULT``);
+``torchvision:<name>[:<weights>]``
+    any classifier of torchvision's registry (``list_models``, ``get_model``,
+    ``get_weight``) with the named weights (default: the first listed, e.g.
+    ``IMAGENET1K_V1``; ``none``: random weights seeded by the profile) and
+    their preprocessing;
+``<python.module>:<callable>``
+    the researcher's own factory, importable from ``PYTHONPATH``, returning the
+    module or ``(module, preprocessing)``; preprocessing is a torchvision
+    ``ImageClassification``-like preset (``resize_size``, ``crop_size``,
+    ``mean``, ``std``) used for image folders (default: ImageNet's).
+
+What a model's layers, positions, receptive fields and split are is asked of
+its family (:mod:`helpers.architectures`), never decided here by name.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import keys, store
+from . import architectures, keys, store
 from .config import Profile
 from .batches import Batches
 from .data import CHANNELS, images_key, load_dataset, select
 
 log = logging.getLogger(__name__)
 
-LAYER_TABLE = {
-    "conv1": "features.0",
-    "conv2": "features.3",
-    "conv3": "features.6",
-    "conv4": "features.8",
-    "conv5": "features.10",
-    "fc1": "classifier.1",
-    "fc2": "classifier.4",
-    "fc3": "classifier.6",
-}
-"""Paper layer name -> module path (the module whose output is taken pre-ReLU)."""
-
+FASHION = "1-channel 28 x 28 images (Fashion-MNIST)"
+IMAGENET = "RGB images (ImageNet or an image folder)"
 MODELS = {
-    "mini_alexnet": {"channels": 1, "input": "1-channel 28 x 28 images (Fashion-MNIST)", "trained": True},
-    "alexnet": {"channels": 3, "input": "RGB 224 x 224 images (ImageNet or an image folder)",
-                "weights": "IMAGENET1K_V1"},
+    "mini_alexnet": {"standin": "MiniAlexNet", "channels": 1, "input": FASHION},
+    "mini_resnet": {"standin": "MiniResNet", "channels": 1, "input": FASHION},
+    "mini_vit": {"standin": "MiniViT", "channels": 1, "input": FASHION},
+    "alexnet": {"torchvision": "alexnet", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+    "resnet18": {"torchvision": "resnet18", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+    "resnet50": {"torchvision": "resnet50", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+    "vit_b_16": {"torchvision": "vit_b_16", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
 }
-"""Each model: the images it takes, and whether it is a stand-in trained here."""
+"""The built-in models: stand-ins trained here, and torchvision networks with their named weights."""
 MADE_BY = "01_sample (it trains the stand-in model on first use)"
-SOURCES = ("models", "training", "data", "batches")
+SOURCES = ("models", "standins", "training", "data", "batches")
+CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
-def layer_paths(layers) -> dict[str, str]:
-    """Map paper layer names to module paths.
+@dataclass(frozen=True)
+class Spec:
+    """A parsed model name: ``source`` is ``"standin"``, ``"torchvision"`` or ``"callable"``."""
+
+    name: str
+    source: str
+    target: str
+    weights: str | None = None
+    channels: int | None = None
+    input: str = "the images its factory expects"
+
+
+@functools.lru_cache(maxsize=None)
+def spec(name: str) -> Spec:
+    """Parse a model name (see the module docstring).
 
     Raises
     ------
     ValueError
-        For an unknown name, listing the valid ones.
+        For a name that is none of the three kinds, or an unknown torchvision model or weights.
     """
-    layers = (layers,) if isinstance(layers, str) else tuple(layers)
-    unknown = [name for name in layers if name not in LAYER_TABLE]
-    if unknown:
-        raise ValueError(
-            f"unknown layer(s) {unknown}; valid layers are {list(LAYER_TABLE)}."
-        )
-    if not layers:
-        raise ValueError(f"layers is empty; choose some of {list(LAYER_TABLE)}.")
-    return {name: LAYER_TABLE[name] for name in layers}
+    if name in MODELS:
+        m = MODELS[name]
+        source = "standin" if "standin" in m else "torchvision"
+        return Spec(name, source, m.get("standin") or m["torchvision"], m.get("weights"), m["channels"], m["input"])
+    if name.startswith("torchvision:"):
+        from torchvision import models as tvm
+
+        _, tv, *rest = name.split(":")
+        known = tvm.list_models(module=tvm)
+        if tv not in known:
+            import difflib
+            raise ValueError(f"model={name!r}: torchvision has no classifier {tv!r}; close: "
+                             f"{difflib.get_close_matches(tv, known, n=5)} (torchvision.models.list_models()).")
+        members = [w.name for w in tvm.get_model_weights(tv)]
+        weights = rest[0] if rest else members[0]
+        if weights != "none" and weights not in members:
+            raise ValueError(f"model={name!r}: {tv} has no weights {weights!r}; it has {members} or 'none' "
+                             "(random weights).")
+        return Spec(name, "torchvision", tv, None if weights == "none" else weights, 3, IMAGENET)
+    if CALLABLE.fullmatch(name):
+        return Spec(name, "callable", name)
+    raise ValueError(
+        f"model={name!r} is unknown; use a built-in one of {list(MODELS)}, 'torchvision:<name>[:<weights>]' "
+        "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), or '<python.module>:<callable>' for your own factory.")
+
+
+def is_trained_here(name: str) -> bool:
+    """Whether the model is a stand-in trained here (its id is its checkpoint's hash)."""
+    return spec(name).source == "standin"
+
+
+def builder(name: str):
+    """The constructor of a stand-in model (untrained)."""
+    from . import standins
+
+    s = spec(name)
+    if s.source != "standin":
+        raise ValueError(f"model={name!r} is not a stand-in trained here; stand-ins: "
+                         f"{[n for n, m in MODELS.items() if 'standin' in m]}.")
+    return getattr(standins, s.target)
+
+
+def _weights(s: Spec):
+    from torchvision.models import get_model_weights
+
+    return None if s.weights is None else get_model_weights(s.target)[s.weights]
+
+
+def _factory(s: Spec):
+    """The user's factory's ``(module, preprocessing or None)``."""
+    module_name, attr = s.target.rsplit(":", 1)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+        with torch.random.fork_rng():  # a factory that initialises at random gives the same weights each time
+            torch.manual_seed(0)
+            made = factory()
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"model={s.name!r}: cannot import {attr} from {module_name} ({e}); put the module's "
+                         "folder on PYTHONPATH (the runner passes it to every notebook).") from None
+    model, pre = made if isinstance(made, tuple) else (made, None)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model={s.name!r}: the factory returned {type(model).__name__}, not a torch.nn.Module.")
+    return model.eval(), pre
+
+
+@functools.lru_cache(maxsize=8)
+def architecture(name: str) -> nn.Module:
+    """An instance of the model without its trained weights: for layer tables, shapes and fields."""
+    s = spec(name)
+    if s.source == "standin":
+        return builder(name)().eval()
+    if s.source == "torchvision":
+        from torchvision.models import get_model
+
+        return get_model(s.target, weights=None).eval()
+    return _factory(s)[0]
+
+
+def default_layers(name: str) -> tuple:
+    """The layers studied when the profile names none: the family's (the authors' demo for built-ins)."""
+    model = architecture(name)
+    return tuple(architectures.default_layers(model))
+
+
+def preprocessing(name: str):
+    """The preprocessing preset for image folders: the weights' own, the factory's, else ImageNet's."""
+    from torchvision.models import AlexNet_Weights
+
+    s = spec(name)
+    pre = None
+    if s.source == "torchvision" and s.weights:
+        pre = _weights(s).transforms()
+    elif s.source == "callable":
+        pre = _factory(s)[1]
+    return pre or AlexNet_Weights.IMAGENET1K_V1.transforms()
+
+
+def state_hash(model: nn.Module) -> str:
+    """``sha256:`` of every parameter and buffer, names included (weights that are not named)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return f"sha256:{h.hexdigest()}"
 
 
 def get_device(device=None) -> torch.device:
@@ -71,46 +192,6 @@ def get_device(device=None) -> torch.device:
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
-
-
-class MiniAlexNet(nn.Module):
-    """AlexNet at Fashion-MNIST scale (1 x 28 x 28 input, 10 classes).
-
-    ============  ==================  ===========
-    layer         parameters          output
-    ============  ==================  ===========
-    conv1         k=5, s=1, p=2       24 x 28 x 28
-    max-pool      k=3, s=2, p=1       24 x 14 x 14
-    conv2         k=3, s=1, p=1       48 x 14 x 14
-    max-pool      k=3, s=2, p=1       48 x 7 x 7
-    conv3         k=3, s=1, p=1       64 x 7 x 7
-    conv4         k=3, s=1, p=1       48 x 7 x 7
-    conv5         k=3, s=1, p=1       48 x 7 x 7
-    max-pool      k=3, s=2, p=0       48 x 3 x 3
-    fc1, fc2      dropout 0.3         256
-    fc3                               10
-    ============  ==================  ===========
-    """
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.3):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 24, 5, 1, 2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
-            nn.Conv2d(24, 48, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
-            nn.Conv2d(48, 64, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(64, 48, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(48, 48, 3, 1, 1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),
-        )
-        self.avgpool = nn.AdaptiveAvgPool2d((3, 3))
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(48 * 3 * 3, 256), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(256, 256), nn.ReLU(inplace=True),
-            nn.Linear(256, num_classes),
-        )
-
-    def forward(self, x):
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
 
 
 @torch.no_grad()
@@ -129,43 +210,22 @@ def evaluate(model, dataset, indices=None, batch_size: int = 256, device=None,
 
 
 def check(profile: Profile) -> None:
-    """Refuse an unknown model, or one that cannot take the dataset's images, before any work.
+    """Refuse an unknown model, unknown layers, or a model that cannot take the dataset's images.
 
     Raises
     ------
     ValueError
-        Naming the model, the dataset and what would work.
+        Naming the model, the dataset or layer, and what would work.
     """
-    spec = MODELS.get(profile.model)
-    if spec is None:
-        raise ValueError(f"model={profile.model!r} is unknown; use one of {list(MODELS)}.")
+    s = spec(profile.model)
     channels = CHANNELS.get(profile.dataset)
-    if channels is not None and channels != spec["channels"]:
-        fits = [name for name, s in MODELS.items() if s["channels"] == channels]
+    if channels is not None and s.channels is not None and channels != s.channels:
+        fits = [name for name, m in MODELS.items() if m["channels"] == channels]
         raise ValueError(
-            f"model={profile.model!r} takes {spec['input']}, but dataset={profile.dataset!r} gives "
-            f"{channels}-channel images; use model={fits[0]!r} with this dataset, or a dataset of "
-            f"{spec['input'].split(' (')[0]}.")
-
-
-def builder(name: str):
-    """The constructor of a stand-in model (untrained)."""
-    if name == "mini_alexnet":
-        return MiniAlexNet
-    raise ValueError(f"model={name!r} is not a stand-in trained here; stand-ins: "
-                     f"{[n for n, s in MODELS.items() if s.get('trained')]}.")
-
-
-def is_trained_here(name: str) -> bool:
-    """Whether the model is a stand-in trained here (its id is its checkpoint's hash)."""
-    return bool(MODELS.get(name, {}).get("trained"))
-
-
-def weights_id(name: str) -> str:
-    """The id of a model with published weights, e.g. ``torchvision:AlexNet_Weights.IMAGENET1K_V1``."""
-    from torchvision.models import get_model_weights
-
-    return f"torchvision:{get_model_weights(name)[MODELS[name]['weights']]}"
+            f"model={profile.model!r} takes {s.input}, but dataset={profile.dataset!r} gives "
+            f"{channels}-channel images; use one of {fits} with this dataset, or a dataset of "
+            f"{s.input.split(' (')[0]}.")
+    architectures.resolve(architecture(profile.model), profile.layers)
 
 
 def checkpoint_key(profile: Profile) -> dict:
@@ -209,46 +269,66 @@ def load_standin(profile: Profile, train: bool = True) -> tuple[nn.Module, dict]
     return model.eval(), {"name": profile.model, "id": meta["hash"], "test_accuracy": meta["test_accuracy"]}
 
 
-def load_alexnet(weights: str | None = "IMAGENET1K_V1") -> tuple[nn.Module, dict]:
-    """torchvision's AlexNet with ImageNet weights, via torchvision's weights cache.
+def load_torchvision(s: Spec, seed: int = 0) -> tuple[nn.Module, dict]:
+    """A torchvision classifier with its named weights (through torchvision's cache), or seeded random ones.
 
     Raises
     ------
     FileNotFoundError
         When the weights file is neither in torch's cache nor downloadable.
     """
-    import torchvision
-    from torchvision.models import AlexNet_Weights
+    from torchvision.models import get_model
 
-    if weights is None:
-        return torchvision.models.alexnet(weights=None).eval(), {"name": "alexnet", "id": "random"}
-    w = AlexNet_Weights[weights]
+    w = _weights(s)
+    if w is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = get_model(s.target, weights=None).eval()
+        return model, {"name": s.name, "id": f"torchvision:{s.target}:none@{state_hash(model)}"}
     try:
-        model = torchvision.models.alexnet(weights=w)
+        model = get_model(s.target, weights=w)
     except OSError as e:  # URLError and friends
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
         raise FileNotFoundError(
-            f"AlexNet weights {weights} are not in torch's cache ({cache}) and could not be "
+            f"{s.name} weights {s.weights} are not in torch's cache ({cache}) and could not be "
             f"downloaded ({e}). Download {w.url} into {cache.parent}, or set TORCH_HOME to a "
             "folder whose hub/checkpoints/ holds it."
         ) from None
-    return model.eval(), {"name": "alexnet", "id": f"torchvision:{w}"}
+    return model.eval(), {"name": s.name, "id": f"torchvision:{w}"}
+
+
+def weights_id(name: str, seed: int = 0) -> str:
+    """The id of a model that is not trained here: its weights' name, else the hash of its weights."""
+    s = spec(name)
+    if s.source == "torchvision" and s.weights:
+        return f"torchvision:{_weights(s)}"
+    return _load_other(s, seed)[1]["id"]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_other(s: Spec, seed: int):
+    if s.source == "torchvision":
+        return load_torchvision(s, seed)
+    model, _ = _factory(s)
+    return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}"}
 
 
 def load_model(profile: Profile, device=None, train: bool = True) -> tuple[nn.Module, dict]:
-    """The profile's model in eval mode on ``device``, and an info dict (``name``, ``id``, ...).
+    """The profile's model in eval mode on ``device``, and an info dict (``name``, ``id``, ``family``, ...).
 
     ``id`` identifies the weights in every artifact made with the model: the
-    checkpoint's hash for a stand-in, the weights' name for a published model.
+    checkpoint's hash for a stand-in, the weights' name for torchvision's
+    named weights, the hash of the weights otherwise.
     """
     check(profile)
-    if is_trained_here(profile.model):
+    s = spec(profile.model)
+    if s.source == "standin":
         model, info = load_standin(profile, train)
+    elif s.source == "torchvision" and s.weights:
+        model, info = load_torchvision(s, profile.seed)
     else:
-        model, info = load_alexnet(MODELS[profile.model]["weights"])
+        model, info = _load_other(s, profile.seed)
+        model, info = model, dict(info)
+    info["family"] = architectures.family_of(model).name
     return model.to(get_device(device or profile.device)), info
 
-
-def has_relu(layer: str) -> bool:
-    """Whether a ReLU follows the layer (all but fc3, the logits)."""
-    return layer != "fc3"

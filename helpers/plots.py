@@ -18,10 +18,22 @@ def save(fig, path) -> list[Path]:
     """Save ``fig`` as ``<path>.png`` and ``<path>.pdf``; returns both paths."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    out = [path.with_name(f"{path.name}.png"), path.with_name(f"{path.name}.pdf")]  # layer names hold dots
     fig.savefig(out[0], dpi=150, bbox_inches="tight")
     fig.savefig(out[1], bbox_inches="tight")
     return out
+
+
+def _title(layer: str, d: int, width: int = 26) -> str:
+    """A panel title: the layer name broken at dots into lines of about ``width`` characters, and d."""
+    lines, line = [], ""
+    for part in layer.split("."):
+        if line and len(line) + 1 + len(part) > width:
+            lines.append(line + ".")
+            line = part
+        else:
+            line = f"{line}.{part}" if line else part
+    return "\n".join([*lines, f"{line} (d = {d})"])
 
 
 def _panels(n: int, ncols: int = 4, size=(3.2, 2.8)):
@@ -60,7 +72,7 @@ def explained_variance(ratios: dict, thresholds=(0.8, 0.99)):
                             fontsize=7, color=style["color"])
         for t in thresholds:
             ax.axhline(t, color="0.8", lw=0.7, zorder=0)
-        ax.set_title(f"{layer} (d = {len(cum)})")
+        ax.set_title(_title(layer, len(cum)), fontsize=9)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("number of basis vectors")
@@ -140,7 +152,7 @@ def ablation(table):
         ax.set_xscale("symlog", linthresh=min(16, d))
         ax.set_xlim(0, d)
         ax.set_ylim(0, min(1, original * 1.15))
-        ax.set_title(f"{layer} (d = {d})")
+        ax.set_title(_title(layer, d), fontsize=9)
         ax.set_xlabel("number of ablated basis vectors")
         ax.set_ylabel("top-1 accuracy")
     axes[0].legend(fontsize=6, loc="lower left")

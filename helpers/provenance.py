@@ -90,7 +90,7 @@ def model_id(p: Profile) -> str:
     """The id of the profile's model: its checkpoint's hash (stand-ins) or its weights' name."""
     from .models import is_trained_here, weights_id
 
-    return require(p, "model")["hash"] if is_trained_here(p.model) else weights_id(p.model)
+    return require(p, "model")["hash"] if is_trained_here(p.model) else weights_id(p.model, p.seed)
 
 
 def expected(p: Profile, artifact: str) -> dict:
@@ -115,7 +115,8 @@ def expected(p: Profile, artifact: str) -> dict:
     if artifact == "grids":
         return visualize.grids_key(p.layers, max(p.n_show, p.n_study), p.n_targets, p.n_neighbours, p.thumb,
                                    p.nprobe, sample_hash=require(p, "sample")["hash"],
-                                   bases_hash=require(p, "bases")["hash"], index_meta=require(p, "index"))
+                                   bases_hash=require(p, "bases")["hash"], index_meta=require(p, "index"),
+                                   token_margin=p.token_margin)
     if artifact == "ablation":
         return ablation.ablation_key(p.layers, images_key(*selection(p, "ablation")), model_id(p),
                                      require(p, "bases")["hash"], dense=p.ablation_dense)

@@ -1,30 +1,44 @@
-"""Receptive fields: the input box that a spatial position of a layer sees, and patch crops.
+"""Receptive fields: the input box that a position of a layer sees, and patch crops.
 
-For a chain of convolutions and poolings (kernel ``k``, stride ``s``, padding
-``p``), a unit of the chain's output sees input pixels
-``[offset + i * stride, offset + i * stride + size)`` along each axis, with
+Along each axis a position ``i`` of a layer sees input pixels
+``[offset + i * stride, offset + i * stride + size)``. For a convolution or
+pooling (kernel ``k``, stride ``s``, padding ``p``, dilation ``d``) applied to
+a map with field ``(size, stride, offset)``:
 
-    size'   = size + (k - 1) * stride
+    size'   = size + (k - 1) * d * stride
     offset' = offset - p * stride
     stride' = stride * s
 
-starting from ``size = stride = 1, offset = 0`` at the input. The chain is
-read off the model by running it once and recording, in execution order, the
-conv and pooling modules up to the layer; so any sequential CNN works.
-Layers after a flatten (fc) see the whole image.
+An operation with several inputs of the same resolution (a residual add, a
+concatenation) sees the union of its inputs' boxes: every path counts, so a
+ResNet's 1×1 stride-2 downsample branch widens nothing, and is not composed as
+one more stride. The fields are computed on the model's traced graph
+(``torch.fx``), running it once on an example so that every node's resolution
+is known; a layer's field is that of the last node computed inside its module.
+
+What a family's positions are decides the method (``Family.field_kind``):
+``graph`` (CNN maps, above), ``patch`` (a ViT token: its own patch with
+``margin`` patches of context on each side, a documented choice: attention
+mixes every token, so the true field is the whole image), ``whole`` (vectors:
+the whole image). A model that cannot be traced falls back to the gradient
+support of the centre position (an estimate) and says so.
 """
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
+from torch import fx, nn
 
-from .models import layer_paths
+from .architectures import family_of, sites as layer_sites
 
+log = logging.getLogger(__name__)
 SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass(frozen=True)
@@ -47,47 +61,146 @@ def _pair(v) -> int:
     return int(v[0])
 
 
+def compose(f: Field, m: nn.Module) -> Field:
+    """The field after the conv or pooling ``m`` applied to a map whose field is ``f``."""
+    k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
+    d = _pair(getattr(m, "dilation", 1))
+    return Field(f.size + (k - 1) * d * f.stride, f.stride * s, f.offset - p * f.stride)
+
+
 def chain_field(modules) -> Field:
     """The field of the output of ``modules`` (conv/pool layers in order)."""
-    size, stride, offset = 1, 1, 0
+    f = Field(1, 1, 0)
     for m in modules:
-        k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
-        d = _pair(getattr(m, "dilation", 1))
-        size += (k - 1) * d * stride
-        offset -= p * stride
-        stride *= s
-    return Field(size, stride, offset)
+        f = compose(f, m)
+    return f
 
 
-@torch.no_grad()
-def receptive_fields(model, layers, example) -> dict[str, Field | None]:
-    """Field of every layer; ``None`` for layers that see the whole image (fc).
+def union(fields) -> Field:
+    """The smallest field holding every one of ``fields`` (same stride)."""
+    strides = {f.stride for f in fields}
+    if len(strides) != 1:
+        raise _Untraceable(f"inputs of strides {sorted(strides)} meet")
+    top = min(f.offset for f in fields)
+    return Field(max(f.offset + f.size for f in fields) - top, strides.pop(), top)
+
+
+class _Untraceable(Exception):
+    pass
+
+
+WHOLE = "whole"  # a node that sees the whole image
+CONST = "const"  # a parameter or constant: no field
+
+
+class _Propagate(fx.Interpreter):
+    """Runs a traced model, computing every node's field from its inputs' fields."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.fields, self.sizes = {}, {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.sizes[n] = tuple(out.shape[2:]) if isinstance(out, torch.Tensor) and out.ndim == 4 else None
+        self.fields[n] = self._field(n, out)
+        return out
+
+    def _field(self, n, out):
+        if n.op == "placeholder":
+            return Field(1, 1, 0) if self.sizes[n] else WHOLE
+        inputs = [a for a in n.all_input_nodes if self.fields.get(a, CONST) != CONST]
+        if not inputs:
+            return CONST
+        if self.sizes[n] is None or any(self.fields[a] == WHOLE for a in inputs):
+            return WHOLE
+        module = self.module.get_submodule(n.target) if n.op == "call_module" else None
+        if isinstance(module, SPATIAL):
+            return compose(self.fields[inputs[0]], module)
+        if isinstance(module, ADAPTIVE) and self.sizes[inputs[0]] != self.sizes[n]:
+            return WHOLE
+        if any(self.sizes[a] != self.sizes[n] for a in inputs):
+            raise _Untraceable(f"{n.op} {n.target} changes the resolution")
+        return union([self.fields[a] for a in inputs])
+
+
+def graph_fields(model: nn.Module, paths: dict, example: torch.Tensor) -> dict:
+    """``{name: Field or None}`` for module ``paths`` (``{name: path}``), over every path of the graph.
+
+    Raises ``_Untraceable`` when the model cannot be traced or holds an
+    operation that changes the resolution in an unknown way.
+    """
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # data-dependent control flow and friends
+        raise _Untraceable(f"torch.fx cannot trace it ({type(e).__name__})") from None
+    run = _Propagate(gm)
+    with torch.no_grad():
+        run.run(example.unsqueeze(0))
+    out = {}
+    for name, path in paths.items():
+        inside = [n for n in gm.graph.nodes
+                  if n.target == path or path in {re.sub(r"@\d+$", "", k) for k in n.meta.get("nn_module_stack", {})}]
+        if not inside:
+            raise _Untraceable(f"no traced node belongs to {path}")
+        f = run.fields[inside[-1]]
+        out[name] = f if isinstance(f, Field) else None
+    return out
+
+
+def gradient_field(model: nn.Module, site, example: torch.Tensor) -> Field | None:
+    """An estimate: the box of input pixels whose gradient reaches the centre position (and its neighbour)."""
+    _, h, w = site.shape
+    y, x = h // 2, w // 2
+    boxes = []
+    for xx in ([x, x + 1] if x + 1 < w else [x]):
+        inp = (example + 0.1 * torch.randn_like(example)).unsqueeze(0).requires_grad_(True)
+        got = {}
+        handle = model.get_submodule(site.path).register_forward_hook(lambda m, a, o: got.setdefault("out", o))
+        try:
+            model(inp)
+        finally:
+            handle.remove()
+        site.read(got["out"])[0, :, y, xx].sum().backward()
+        rows, cols = np.nonzero(inp.grad[0].abs().sum(0).numpy() > 0)
+        if len(rows) == 0:
+            return None
+        boxes.append((rows.min(), cols.min(), max(rows.max() - rows.min(), cols.max() - cols.min()) + 1))
+    stride = int(boxes[1][1] - boxes[0][1]) if len(boxes) > 1 else max(1, example.shape[-1] // w)
+    return Field(int(boxes[0][2]), stride, int(boxes[0][0]) - y * stride)
+
+
+def receptive_fields(model: nn.Module, layers, example: torch.Tensor, margin: float = 0.5) -> dict:
+    """Field of every layer; ``None`` for layers that see the whole image.
 
     Parameters
     ----------
     model : torch.nn.Module
-    layers : sequence of str
+    layers : sequence of str, or dict of ``Site``
+        Layer names, or the sites from :func:`helpers.architectures.sites`.
     example : Tensor of shape (C, H, W)
-        Any input; only the order in which modules run is used.
+        Any input of the model's size.
+    margin : float
+        A ViT token's context around its patch, in patches on each side.
     """
-    paths = layer_paths(layers)
-    order, handles = [], []
-    for name, module in model.named_modules():
-        if not list(module.children()):
-            handles.append(module.register_forward_hook(lambda m, i, o, name=name: order.append((name, m, o))))
-    try:
-        model.eval()(example.unsqueeze(0))
-    finally:
-        for h in handles:
-            h.remove()
-    fields = {}
-    for layer, path in paths.items():
-        position = next(i for i, (name, _, _) in enumerate(order) if name == path)
-        if order[position][2].ndim != 4:
-            fields[layer] = None
-            continue
-        fields[layer] = chain_field(m for _, m, _ in order[: position + 1] if isinstance(m, SPATIAL))
-    return fields
+    model = model.eval()
+    sites = layers if isinstance(layers, dict) else layer_sites(model, layers, example)
+    fam = family_of(model)
+    kinds = {name: fam.field_kind(model, s) for name, s in sites.items()}
+    out = {name: None for name, k in kinds.items() if k == "whole"}
+    for name, k in kinds.items():
+        if k == "patch":
+            p = fam.patch_size(model)
+            m = int(round(margin * p))
+            out[name] = Field(p + 2 * m, p, -m)
+    graph = {name: sites[name].path for name, k in kinds.items() if k == "graph"}
+    if graph:
+        try:
+            out.update(graph_fields(model, graph, example))
+        except _Untraceable as e:
+            log.warning("receptive fields of %s estimated from gradient support: %s", type(model).__name__, e)
+            out.update({name: gradient_field(model, sites[name], example) for name in graph})
+    return {name: out[name] for name in sites}
 
 
 def crop(image: np.ndarray, box, out_size: int, fill: int = 0) -> np.ndarray:

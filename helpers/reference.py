@@ -1,5 +1,14 @@
 """The paper's published numbers (Dey et al., TMLR 2025), to print beside reproduced ones."""
 
+MODEL = "alexnet"
+"""The model the published numbers are of (torchvision's AlexNet, ImageNet weights)."""
+
+
+def applies(model: str) -> bool:
+    """Whether the paper's numbers are of ``model`` (the notebooks then print them beside the reproduced ones)."""
+    return model == MODEL
+
+
 ALEXNET_TOP1 = 0.5652
 """Top-1 accuracy of torchvision's AlexNet (IMAGENET1K_V1) on ImageNet val."""
 

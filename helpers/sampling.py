@@ -1,10 +1,12 @@
-"""Step 1 of the method: sample each layer's pre-ReLU activations.
+"""Step 1 of the method: sample each layer's activations (a module's own output: pre-ReLU).
 
 One forward pass per batch captures every requested layer through forward
-hooks (always removed). For a conv layer one spatial position per image is
-kept, drawn from a seeded generator; for an fc layer the whole vector. The
-vectors stream into ``<layer>.npy`` memory maps with their ``(image, y, x)`` in
-``<layer>_loc.npy`` (``y = x = -1`` for fc layers); progress is recorded so an
+hooks (always removed). Each layer is read as its family says
+(:mod:`helpers.architectures`): for a map (a conv layer, a ViT's patch tokens)
+one position per image is kept, drawn from a seeded generator; for a vector
+(fc) the whole vector. The vectors stream into ``<layer>.npy`` memory maps with
+their ``(image, y, x)`` in ``<layer>_loc.npy`` (``y = x = -1`` for vectors;
+for a ViT, ``(y, x)`` is the patch of the token); progress is recorded so an
 interrupted run resumes where it stopped.
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ from tqdm.auto import tqdm
 from . import keys, store
 from .batches import Batches
 from .data import example, images_key
-from .models import get_device, layer_paths
+from .architectures import sites as layer_sites
+from .models import get_device
 
 log = logging.getLogger(__name__)
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
@@ -32,14 +35,15 @@ class _Stop(Exception):
 
 
 @contextmanager
-def capture(model, layers, pick=None, stop_after: str | None = None):
-    """Record the outputs of named layers during forward passes.
+def capture(model, sites: dict, pick=None, stop_after: str | None = None):
+    """Record the outputs of layers during forward passes.
 
     Parameters
     ----------
     model : torch.nn.Module
-    layers : sequence of str
-        Paper layer names (see ``models.LAYER_TABLE``).
+    sites : dict
+        ``{name: Site}`` from :func:`helpers.architectures.sites`; each output
+        is read as a map (B, C, H, W) or a vector (B, D).
     pick : callable, optional
         ``pick(name, output) -> tensor`` chooses what to keep; it must return a
         copy, because torchvision's in-place ReLU overwrites the output after
@@ -56,17 +60,17 @@ def capture(model, layers, pick=None, stop_after: str | None = None):
     pick = pick or (lambda name, out: out.detach().clone())
     outputs, handles = {}, []
 
-    def hook_for(name):
+    def hook_for(name, site):
         def hook(module, args, out):
-            outputs[name] = pick(name, out)
+            outputs[name] = pick(name, site.read(out))
             if name == stop_after:
                 raise _Stop
 
         return hook
 
     try:
-        for name, path in layer_paths(layers).items():
-            handles.append(model.get_submodule(path).register_forward_hook(hook_for(name)))
+        for name, site in sites.items():
+            handles.append(model.get_submodule(site.path).register_forward_hook(hook_for(name, site)))
         yield outputs
     finally:
         for h in handles:
@@ -81,19 +85,15 @@ def forward_until(model, x) -> None:
         pass
 
 
-@torch.no_grad()
 def layer_shapes(model, example, layers) -> dict[str, tuple]:
-    """Output shape of each layer for one input of shape (C, H, W), in execution order."""
-    order = []
-    with capture(model, layers, pick=lambda name, out: order.append(name) or out.shape[1:]) as out:
-        model(example.unsqueeze(0))
-    return {name: tuple(out[name]) for name in order}
+    """Shape of each layer's output as read (``(C, H, W)`` or ``(D,)``) for one input (C, H, W), in execution order."""
+    return {name: s.shape for name, s in layer_sites(model, layers, example).items()}
 
 
 def draw_positions(shapes: dict, n: int, seed: int) -> dict[str, np.ndarray]:
-    """One seeded random ``(y, x)`` per image for each conv layer.
+    """One seeded random ``(y, x)`` per image for each map layer.
 
-    Returns ``{layer: ndarray of shape (n, 2)}`` with ``-1`` for fc layers. The
+    Returns ``{layer: ndarray of shape (n, 2)}`` with ``-1`` for vectors. The
     draw for a layer depends only on ``seed``, the layer name and ``n``, not
     on the batch size or on resuming.
     """
@@ -159,18 +159,19 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     n = len(indices)
     if n == 0:
         raise ValueError("no images to sample: the dataset or the selection (indices, n_sample) is empty.")
-    shapes = layer_shapes(model, example(dataset, indices).to(device), layers)
+    sites = layer_sites(model, layers, example(dataset, indices).to(device))
     key = sample_key(layers, seed, images_key(dataset, indices), model_id)
     with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
-        return _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_size, num_workers,
+        return _sample(b, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers,
                        device, flush_seconds)
 
 
-def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_size, num_workers, device,
+def _sample(b, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers, device,
             flush_seconds) -> dict:
     n, partial = len(indices), b.partial
+    shapes = {name: s.shape for name, s in sites.items()}
     slots_done, rows = b.progress.get("slots_done", 0), b.progress.get("rows_done", 0)
     earlier = list(b.progress.get("bad", []))  # unreadable images found before an interruption
     positions = draw_positions(shapes, n, seed)
@@ -197,7 +198,7 @@ def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_si
     batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=slots_done)
     last = list(shapes)[-1]
     t_flush = time.monotonic()
-    with torch.no_grad(), capture(model, layers, pick=pick, stop_after=last) as out, \
+    with torch.no_grad(), capture(model, sites, pick=pick, stop_after=last) as out, \
             tqdm(total=n, initial=slots_done, desc="sample activations", unit="img") as bar:
         for x, _, slots in batches:
             forward_until(model, x.to(device, non_blocking=True))
@@ -221,7 +222,9 @@ def _sample(b, model, dataset, indices, shapes, layers, seed, skip_bad, batch_si
         files += [f"{name}.npy", f"{name}_loc.npy"]
     if bad:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0]["path"])
-    return b.commit(files, extra={"shapes": {k: list(v) for k, v in shapes.items()}, "bad_images": bad})
+    described = {k: {"path": s.path, "kind": s.kind, "relu": s.relu} for k, s in sites.items()}
+    return b.commit(files, extra={"shapes": {k: list(v) for k, v in shapes.items()}, "sites": described,
+                                  "bad_images": bad})
 
 
 def _shorten(path, rows: int, chunk: int = 1 << 16) -> None:

@@ -22,7 +22,8 @@ from . import keys, store
 from .batches import Batches
 from .data import example, images_key
 from .models import get_device
-from .sampling import capture, forward_until, layer_shapes
+from .architectures import sites as layer_sites
+from .sampling import capture, forward_until
 
 log = logging.getLogger(__name__)
 MADE_BY = "03_index (python -m helpers.run --only 03)"
@@ -127,7 +128,8 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     device = get_device(device)
     model = model.eval().to(device)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
-    shapes = layer_shapes(model, example(dataset, indices).to(device), layers)
+    sites = layer_sites(model, layers, example(dataset, indices).to(device))
+    shapes = {name: s.shape for name, s in sites.items()}
     key = index_key(layers, images_key(dataset, indices), model_id, bases_hash, cap=cap, kind=kind,
                     nlist=nlist, seed=seed, sample_hash=sample_hash)
     with store.Build(folder, key, MADE_BY, profile=profile, resumable=False, skip_bad=skip_bad) as b:
@@ -141,7 +143,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
                    for name, s in shapes.items()}
         locs = {name: [] for name in shapes}
         batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
-        with torch.no_grad(), capture(model, layers, stop_after=list(shapes)[-1]) as out, \
+        with torch.no_grad(), capture(model, sites, stop_after=list(shapes)[-1]) as out, \
                 tqdm(total=len(indices), desc="index activations", unit="img") as bar:
             for x, _, slots in batches:
                 forward_until(model, x.to(device, non_blocking=True))

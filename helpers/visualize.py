@@ -20,7 +20,7 @@ from .search import load_index, search
 
 BASES = {"pca": "pca_pre_relu", "neuron": "neuron_pre_relu"}
 GRIDS_MADE_BY = "04_visualize (python -m helpers.run --only 04)"
-SOURCES = ("visualize", "receptive")
+SOURCES = ("visualize", "receptive", "architectures")
 
 
 def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
@@ -140,13 +140,13 @@ def label(b, layer: str, basis: str, component: int) -> str:
 
 
 def grids_key(layers, n_grids: int, n_targets: int, n_neighbours: int, thumb: int, nprobe: int, *,
-              sample_hash: str, bases_hash: str, index_meta: dict) -> dict:
+              sample_hash: str, bases_hash: str, index_meta: dict, token_margin: float = 0.5) -> dict:
     """What the saved grids are made from: the grid settings and the sample, bases and index.
 
     ``nprobe`` counts only for an IVF index (a flat index ignores it).
     """
     params = {"layers": list(layers), "n_grids": n_grids, "n_targets": n_targets,
-              "n_neighbours": n_neighbours, "thumb": thumb}
+              "n_neighbours": n_neighbours, "thumb": thumb, "token_margin": float(token_margin)}
     if index_meta["params"].get("kind") == "ivf":
         params["nprobe"] = nprobe
     return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_meta["hash"]}, SOURCES)
