@@ -1,4 +1,4 @@
-# make figures   - every figure of the offline quick profile (sets itself up)
+# make figures   - every figure of the offline quick profile (sets itself up); MODEL=mini_resnet|mini_vit|...
 # make test      - the test suite (sets itself up)
 # make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended)
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
@@ -7,6 +7,9 @@ PYTHON   ?= python3
 VENV     ?= .venv
 PROFILE  ?= quick
 IMAGENET ?=
+# the network: empty for the profile's own (mini_alexnet; alexnet on paper), or any name of helpers/models.py
+MODEL    ?=
+MODEL_ARG = $(if $(MODEL),-p model=$(MODEL),)
 # FAISS build: cpu, or gpu (faiss-gpu-cu12) with `make setup FAISS=gpu`
 FAISS    ?= cpu
 PY       := $(VENV)/bin/python
@@ -33,16 +36,16 @@ fashion-mnist:
 	else echo "Fashion-MNIST: no apt; put the IDX files in data/raw/ or let torchvision download them"; fi
 
 figures: setup
-	$(PY) -m helpers.run --profile $(PROFILE)
+	$(PY) -m helpers.run --profile $(PROFILE) $(MODEL_ARG)
 
 paper: setup
 	@test -n "$(IMAGENET)" || { echo "usage: make paper IMAGENET=/path/to/imagenet (holding train/ and val/)"; exit 2; }
-	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET)
+	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET) $(MODEL_ARG)
 
 # after `make figures` (06 makes the stimuli); PROFILE=smoke|quick|paper, PORT=8866
 PORT     ?= 8866
 study: setup
-	$(PY) -m helpers.study_app --profile $(PROFILE) --port $(PORT)
+	$(PY) -m helpers.study_app --profile $(PROFILE) --port $(PORT) $(MODEL_ARG)
 
 test: setup
 	$(PY) -m pytest
@@ -59,7 +62,7 @@ bench: setup
 
 # every artifact hashed and checked against the profile (PROFILE=smoke|quick|paper)
 verify: setup
-	$(PY) -m helpers.verify --profile $(PROFILE)
+	$(PY) -m helpers.verify --profile $(PROFILE) $(MODEL_ARG)
 
 clean:
 	rm -rf data/smoke figures/smoke

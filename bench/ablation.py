@@ -2,6 +2,7 @@
 
     python bench/ablation.py                 # quick profile, 500 eval images, every layer
     python bench/ablation.py --n 2000 --layers conv1 fc1
+    python bench/ablation.py --model mini_resnet   # or mini_vit (after `make figures MODEL=...`)
 
 Both compute top-1 accuracy for the same settings on the quick profile's
 (cached) model and bases: the naive way runs ``model(x)`` under
@@ -23,16 +24,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=500, help="eval images")
     parser.add_argument("--layers", nargs="+", default=None)
+    parser.add_argument("--model", default=None, help="a stand-in (default: the quick profile's)")
     args = parser.parse_args()
 
-    p = load_profile("quick")
+    p = load_profile("quick", model=args.model)
     net, _ = models.load_model(p, device="cpu", train=False)
     images = data.load_dataset(p, p.eval_split)
     indices = data.select(len(images), args.n, p.seed)
     key = provenance.expected(p, "bases")  # the quick profile's current bases, or a clear error
     table, _ = bases.explained_variance_table(p.artifact("bases"), p.layers, key=key)
-    print(f"quick profile, {len(indices)} eval images, batch {p.batch_size}")
-    print(f"{'layer':6s} {'settings':>8s} {'sweep s':>8s} {'naive s':>8s} {'ratio':>6s}  max |Δ top1|")
+    print(f"quick profile, {p.model}, {len(indices)} eval images, batch {p.batch_size}")
+    w = max(len(layer) for layer in args.layers or p.layers)
+    print(f"{'layer':{w}s} {'settings':>8s} {'sweep s':>8s} {'naive s':>8s} {'ratio':>6s}  max |Δ top1|")
     total_sweep = total_naive = 0.0
     for layer in args.layers or p.layers:
         pca = bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu", key)
@@ -55,7 +58,7 @@ def main() -> None:
         t_naive = time.perf_counter() - t
 
         diff = np.abs(np.array([r["top1"] for r in rows]) - naive).max()
-        print(f"{layer:6s} {len(rows):8d} {t_sweep:8.2f} {t_naive:8.2f} {t_naive / t_sweep:6.1f}  {diff:.4f}")
+        print(f"{layer:{w}s} {len(rows):8d} {t_sweep:8.2f} {t_naive:8.2f} {t_naive / t_sweep:6.1f}  {diff:.4f}")
         total_sweep += t_sweep
         total_naive += t_naive
     print(f"overall: sweep {total_sweep:.1f} s, naive {total_naive:.1f} s, ratio {total_naive / total_sweep:.1f}")

@@ -10,12 +10,15 @@
 # # 01 · Sample each layer's activations
 #
 # Step 1 of the method (paper §3.1): forward every image of the sample split
-# through the network and keep, for every studied layer, one pre-ReLU activation
-# vector per image — for a conv layer at one seeded random spatial position,
-# stored with its `(image, y, x)`. On the `quick` and `smoke` profiles the
-# stand-in network `mini_alexnet` is trained here on first use.
+# through the network and keep, for every studied layer, one activation vector
+# per image, the layer module's own output (pre-ReLU) — for a conv map at one
+# seeded random spatial position, for a ViT at one seeded random patch token,
+# stored with its `(image, y, x)`. How a network's layers are read is asked of
+# its family (`helpers/architectures.py`). On the `quick` and `smoke` profiles
+# the stand-in network (`mini_alexnet`, `mini_resnet` or `mini_vit`) is
+# trained here on first use.
 #
-# Writes `data/<profile>/model/` (stand-in only) and `data/<profile>/sample/`.
+# Writes `data/<profile>/<model>/model/` (stand-in only) and `data/<profile>/<model>/sample/`.
 # An interrupted run resumes where it stopped.
 
 # %% tags=["parameters"]
@@ -23,8 +26,8 @@ profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -43,6 +46,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None

@@ -15,17 +15,17 @@
 # ratio of the top-k vectors for PCA pre-ReLU, PCA post-ReLU (the ReLU of the
 # same vectors) and neurons pre-ReLU, with the counts for 80 % and 99 %.
 #
-# Reads `data/<profile>/sample/`; writes `data/<profile>/bases/`,
-# `figures/<profile>/fig05_explained_variance.{png,pdf}` and
-# `figures/<profile>/explained_variance_counts.csv`.
+# Reads `data/<profile>/<model>/sample/`; writes `data/<profile>/<model>/bases/`,
+# `figures/<profile>/<model>/fig05_explained_variance.{png,pdf}` and
+# `figures/<profile>/<model>/explained_variance_counts.csv`.
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -44,6 +44,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None
@@ -80,5 +81,5 @@ provenance.record_outputs(p, "02_pca", ["fig05_explained_variance.png", "fig05_e
 # On the paper profile, the reproduced counts beside the paper's (Fig. 5 labels):
 
 # %%
-if p.model == "alexnet":
+if reference.applies(p.model):
     display(reference.counts_beside_paper(table))

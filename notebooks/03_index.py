@@ -16,16 +16,16 @@
 # `index_kind="ivf"` — with each vector's `(image, y, x)`. FAISS runs on a GPU
 # when it has one; the log says which backend.
 #
-# Reads `data/<profile>/model/`, `bases/` (means), `sample/` (IVF training);
-# writes `data/<profile>/index/`.
+# Reads `data/<profile>/<model>/model/`, `bases/` (means), `sample/` (IVF training);
+# writes `data/<profile>/<model>/index/`.
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -44,6 +44,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None

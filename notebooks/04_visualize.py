@@ -17,10 +17,10 @@
 # top `n_show` neurons; Fig. 12 is the toy contrast of distance minimisation
 # with activation maximisation. At the end, an explorer for any basis vector.
 #
-# Reads `data/<profile>/` `model/`, `sample/`, `bases/`, `index/`; writes
-# `data/<profile>/grids/<layer>/<basis>_<component>.png` (the top
+# Reads `data/<profile>/<model>/` `model/`, `sample/`, `bases/`, `index/`; writes
+# `data/<profile>/<model>/grids/<layer>/<basis>_<component>.png` (the top
 # `max(n_show, n_study)` of each basis: 06 turns them into study stimuli),
-# `figures/<profile>/fig_grids_<layer>.{png,pdf}` and
+# `figures/<profile>/<model>/fig_grids_<layer>.{png,pdf}` and
 # `fig12_toy_distance_vs_activation.{png,pdf}`.
 
 # %% tags=["parameters"]
@@ -28,8 +28,8 @@ profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -48,6 +48,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None

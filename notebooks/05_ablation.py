@@ -12,13 +12,14 @@
 # Mean-ablate the top (or bottom) basis vectors of a layer — replace the
 # pre-ReLU activation a by `a − V_S V_Sᵀ (a − mean)` at every position — and
 # measure top-1 accuracy on the eval split, for PCs and neurons in descending
-# and ascending order of variance. The network up to the layer runs once per
-# batch; only the rest runs per setting. The count grid is the paper's on the
+# and ascending order of variance. The network up to the layer (or up to the
+# residual block / encoder layer that holds it) runs once per batch; only the
+# rest runs per setting, settings stacked in the batch. The count grid is the paper's on the
 # paper profile and a coarser one elsewhere (`ablation_dense`); the quick
 # profile uses a seeded subset of `ablation_eval` eval images.
 #
-# Reads `data/<profile>/model/` and `bases/`; writes `data/<profile>/ablation/`,
-# `figures/<profile>/ablation.csv` and `fig06_ablation.{png,pdf}`. An
+# Reads `data/<profile>/<model>/model/` and `bases/`; writes `data/<profile>/<model>/ablation/`,
+# `figures/<profile>/<model>/ablation.csv` and `fig06_ablation.{png,pdf}`. An
 # interrupted sweep resumes at the first unfinished layer.
 
 # %% tags=["parameters"]
@@ -26,8 +27,8 @@ profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -46,6 +47,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None
@@ -84,7 +86,7 @@ p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("ablation.csv"), index=False)
 original = table[table.n_ablated == 0].top1.iloc[0]
 print(f"original top-1 accuracy on {len(indices)} eval images: {100 * original:.2f} %")
-if p.model == "alexnet":
+if reference.applies(p.model):
     print(f"the paper's (torchvision AlexNet, ImageNet val): {100 * reference.ALEXNET_TOP1:.2f} %")
 
 # %%

@@ -18,10 +18,10 @@
 # once, in an order and with top/bottom positions seeded by their code. The
 # answer key is stored apart from what participants see.
 #
-# Reads `data/<profile>/grids/`; writes `data/<profile>/stimuli/`,
-# `data/<profile>/responses/machine/pixel-smoothness.jsonl` and
-# `figures/<profile>/fig14_study_trial.{png,pdf}`. Human answers go to
-# `data/<profile>/responses/human/<code>.jsonl` (keep them safe: they are the
+# Reads `data/<profile>/<model>/grids/`; writes `data/<profile>/<model>/stimuli/`,
+# `data/<profile>/<model>/responses/machine/pixel-smoothness.jsonl` and
+# `figures/<profile>/<model>/fig14_study_trial.{png,pdf}`. Human answers go to
+# `data/<profile>/<model>/responses/human/<code>.jsonl` (keep them safe: they are the
 # study's data). For participants, serve the app alone with `make study`.
 
 # %% tags=["parameters"]
@@ -29,8 +29,8 @@ profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -49,6 +49,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None

@@ -15,9 +15,9 @@
 # layer, PCs vs neurons, is the paper's measure of interpretability: mean ±
 # standard error across participants.
 #
-# Reads `data/<profile>/stimuli/` and every log under
-# `data/<profile>/responses/{human,machine}/`; writes
-# `figures/<profile>/user_study_accuracy.csv`, `user_study_tests.csv` and
+# Reads `data/<profile>/<model>/stimuli/` and every log under
+# `data/<profile>/<model>/responses/{human,machine}/`; writes
+# `figures/<profile>/<model>/user_study_accuracy.csv`, `user_study_tests.csv` and
 # `fig07_user_study.{png,pdf}`. Every log line is checked against the stimuli
 # first: a malformed, inconsistent or stale log stops the notebook with the
 # file, the line and the fix.
@@ -27,8 +27,8 @@ profile = "quick"  # "smoke" | "quick" | "paper"
 # Overrides of the profile (helpers/config.py); None keeps the profile's value.
 dataset = None
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None
-layers = None  # e.g. "conv1,fc1"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None
 eval_split = None
 n_sample = None
@@ -47,6 +47,7 @@ nprobe = None
 n_targets = None
 n_neighbours = None
 thumb = None
+token_margin = None  # ViT: patches of context around a token's patch
 n_show = None
 n_study = None
 ablation_eval = None
@@ -117,7 +118,7 @@ tests
 # participants) are drawn dotted beside the reproduced ones.
 
 # %%
-paper = reference.USER_STUDY_ACCURACY if p.model == "alexnet" else None
+paper = reference.USER_STUDY_ACCURACY if reference.applies(p.model) else None
 if len(table):
     fig = plots.user_study(table, paper=paper)
     plots.save(fig, p.figure("fig07_user_study"))
@@ -127,5 +128,5 @@ else:
     print("No responses yet: nothing to plot.")
 
 # %%
-if p.model == "alexnet":
+if reference.applies(p.model):
     print(reference.user_study_beside_paper(table).to_string(index=False))

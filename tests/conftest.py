@@ -64,6 +64,27 @@ def broken_imagenet(tmp_path, tiny_imagenet):
 
 
 @pytest.fixture
+def weights_cache(tmp_path, monkeypatch):
+    """``put(name)``: random weights of a torchvision model, saved where its IMAGENET1K_V1 weights are looked for."""
+    from torchvision.models import get_model, get_model_weights
+
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def put(name):
+        torch.manual_seed(0)
+        state = get_model(name, weights=None).state_dict()
+        for k, v in state.items():  # ViT's head starts at zero: its logits would be constant
+            if v.is_floating_point() and not v.any() and k.endswith("weight"):
+                state[k] = torch.randn_like(v) * 0.02
+        torch.save(state, checkpoints / get_model_weights(name).IMAGENET1K_V1.url.rsplit("/", 1)[-1])
+        return state
+
+    return put
+
+
+@pytest.fixture
 def alexnet_cache(tmp_path, monkeypatch):
     """Random AlexNet weights placed where torchvision's weights mechanism looks for them."""
     import torchvision
@@ -138,8 +159,8 @@ def study_profile(tmp_path):
 @pytest.fixture
 def copy(smoke, tmp_path):
     """A copy of the smoke run's artifacts (times kept), to change as a user would."""
-    data = tmp_path / "data"
+    data = tmp_path / "data" / smoke.data_path.name  # the model's folder
     shutil.copytree(smoke.data_path, data, ignore=shutil.ignore_patterns("notebooks", ".locks"))
     Copy = namedtuple("Copy", "data figures params")
-    params = {"data_dir": str(data), "figures_dir": str(tmp_path / "figures")}
-    return Copy(data, tmp_path / "figures", params)
+    params = {"data_dir": str(data.parent), "figures_dir": str(tmp_path / "figures")}
+    return Copy(data, tmp_path / "figures" / smoke.data_path.name, params)

@@ -7,7 +7,9 @@ import torch
 import torchvision
 
 from helpers import ablation, sampling
-from helpers.models import LAYER_TABLE, MiniAlexNet, evaluate
+from helpers.architectures import AlexNetFamily, sites, split
+from helpers.models import evaluate
+from helpers.standins import MiniAlexNet
 from tests.conftest import RandomImages
 
 
@@ -30,8 +32,9 @@ def test_prefix_then_suffix_equals_the_full_forward(make):
     x = torch.randn(3, 1, 28, 28) if isinstance(model, MiniAlexNet) else torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         full = model(x)
-        for layer in LAYER_TABLE:
-            prefix, suffix = ablation.split(model, layer)
+        for layer, path in AlexNetFamily().aliases(model).items():
+            prefix, suffix, at_cut = split(model, path)
+            assert at_cut  # AlexNet cuts right after the layer: nothing of it is recomputed per setting
             torch.testing.assert_close(suffix(prefix(x)), full, rtol=1e-5, atol=1e-5, msg=layer)
 
 
@@ -52,7 +55,7 @@ def test_all_pcs_all_neurons_and_the_mean_give_the_same_logits(mini):
             pcs = mini(x)
         with ablation.ablate(mini, "fc1", np.eye(256, dtype=np.float32), mean):
             neurons = mini(x)
-        prefix, suffix = ablation.split(mini, "fc1")
+        _, suffix, _ = split(mini, "classifier.1")
         replaced = suffix(torch.as_tensor(mean).expand(4, 256).clone())
     torch.testing.assert_close(pcs, replaced, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(neurons, replaced, rtol=1e-5, atol=1e-5)
@@ -63,10 +66,10 @@ def test_hook_output_equals_numpy_projection(mini):
     V = _orthonormal(48)[:7]
     mean = np.random.default_rng(2).standard_normal(48).astype(np.float32)
     with torch.no_grad():
-        with sampling.capture(mini, ["conv2"]) as out:
+        with sampling.capture(mini, sites(mini, ["conv2"], torch.zeros(1, 28, 28))) as out:
             mini(x)
         a = out["conv2"].numpy()
-        with ablation.ablate(mini, "conv2", V, mean), sampling.capture(mini, ["conv2"]) as out:
+        with ablation.ablate(mini, "conv2", V, mean), sampling.capture(mini, sites(mini, ["conv2"], torch.zeros(1, 28, 28))) as out:
             mini(x)
     a = a.transpose(0, 2, 3, 1)  # (B, H, W, C)
     expect = a - ((a - mean) @ V.T) @ V
@@ -186,6 +189,80 @@ def test_count_grids():
     assert fc[:65] == list(range(65)) and fc[65:67] == [80, 96] and fc[-1] == 4096
 
 
-def test_split_refuses_other_architectures():
-    with pytest.raises(ValueError, match="not AlexNet-shaped"):
-        ablation.split(torch.nn.Sequential(torch.nn.Linear(2, 2)), "fc1")
+class _Plain(torch.nn.Module):
+    """A model no family describes: the sweep falls back to full forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, stride=2)
+        self.head = torch.nn.Linear(8 * 13 * 13, 10)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+class _LooksLikeAlexNet(torch.nn.Module):
+    """``features``/``avgpool``/``classifier``, but no flatten between: the AlexNet stages do not compose."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, stride=2), torch.nn.ReLU())
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(2)
+        self.classifier = torch.nn.Sequential(torch.nn.Conv2d(8, 10, 2), torch.nn.Flatten(1))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+def _families():
+    from helpers.standins import MiniResNet, MiniViT
+
+    torch.manual_seed(0)
+    return {"mini_alexnet": (MiniAlexNet(), ["conv2", "fc1"]),
+            "mini_resnet": (MiniResNet(), ["conv1", "layer2.0.conv2", "layer3", "fc"]),
+            "mini_vit": (MiniViT(), ["conv_proj", "encoder.layers.encoder_layer_1.self_attention",
+                                     "encoder.layers.encoder_layer_2.mlp.3", "heads.head"]),
+            "any module": (_Plain(), ["conv", "head"]),
+            "mismatched layout": (_LooksLikeAlexNet(), ["features.0", "classifier.0"])}
+
+
+class _OwnLabels(torch.utils.data.Dataset):
+    """Random images labelled with the model's own predictions: unablated top-1 is 1, ablation lowers it."""
+
+    def __init__(self, model, n=24):
+        self.x = RandomImages(n=n, shape=(1, 28, 28)).x
+        with torch.no_grad():
+            self.y = model.eval()(self.x).argmax(1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+@pytest.mark.parametrize("family", ["mini_alexnet", "mini_resnet", "mini_vit", "any module", "mismatched layout"])
+def test_every_family_sweeps_what_full_forward_passes_under_ablate_give(family, caplog):
+    model, layers = _families()[family]
+    data = _OwnLabels(model)
+    example, lowest = data.x[0], []
+    for layer, site in sites(model, layers, example).items():
+        d = site.shape[0]
+        comps = {"pca": _orthonormal(d, 5), "neuron": np.eye(d, dtype=np.float32)}
+        mean = np.random.default_rng(6).standard_normal(d).astype(np.float32) * 3
+        counts = [0, 1, d // 2, d]
+        rows = ablation.sweep_layer(model, data, layer, comps, mean, counts, batch_size=10, max_rows=30)
+        for r in rows:
+            V = comps[r["basis"]]
+            S = V[: r["n_ablated"]] if r["order"] == "descending" else V[d - r["n_ablated"]:]
+            with ablation.ablate(model, layer, S, mean):
+                naive = evaluate(model, data, batch_size=10, device="cpu")
+            assert r["top1"] == pytest.approx(naive, abs=1e-12), (layer, r)
+        assert [r["top1"] for r in rows if r["n_ablated"] == 0] == [1.0] * 4
+        lowest.append(min(r["top1"] for r in rows))
+        with torch.no_grad(), ablation.ablate(model, layer, comps["pca"][:0], mean):
+            ablated = model(data.x)
+        assert torch.equal(ablated, model(data.x))  # nothing ablated: the unablated logits, bit for bit
+    assert min(lowest) < 1.0, "ablation changed no prediction: the test would not see a wrong sweep"
+    fell_back = "do not compose to its output" in caplog.text
+    assert fell_back == (family == "mismatched layout")

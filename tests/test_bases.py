@@ -143,7 +143,8 @@ def test_a_truncated_basis_file_is_corrupt_with_the_fix(tmp_path):
     with store.Build(tmp_path / "sample", key, "01") as b:
         np.save(b.partial / "fc3.npy", X)
         np.save(b.partial / "fc3_loc.npy", np.zeros((50, 3), np.int32))
-        b.commit(["fc3.npy", "fc3_loc.npy"], extra={"shapes": {"fc3": [4]}})
+        b.commit(["fc3.npy", "fc3_loc.npy"],
+                 extra={"shapes": {"fc3": [4]}, "sites": {"fc3": {"path": "fc3", "kind": "vector", "relu": False}}})
     bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc3"])
     path = tmp_path / "bases" / "fc3_pca_pre_relu.npz"
     path.write_bytes(path.read_bytes()[:200])
@@ -152,3 +153,19 @@ def test_a_truncated_basis_file_is_corrupt_with_the_fix(tmp_path):
         bases.load_basis(tmp_path / "bases", "fc3")
     with pytest.raises(store.CorruptArtifactError, match=r"not a saved basis \(BadZipFile.*rerun 02_pca"):
         PCABasis.load(path)  # even without the sidecar's check
+
+
+def test_a_constant_layer_is_refused_with_the_fix(tmp_path):
+    from helpers import bases as B
+    from helpers import keys, store
+
+    key = keys.key({"layers": ["head"]}, {}, ())
+    with store.Build(tmp_path / "sample", key, "test") as b:
+        np.save(b.partial / "head.npy", np.zeros((6, 4), np.float32))
+        np.save(b.partial / "head_loc.npy", np.zeros((6, 3), np.int32))
+        b.commit(["head.npy", "head_loc.npy"], extra={"shapes": {"head": [4]},
+                                                      "sites": {"head": {"path": "head", "kind": "vector",
+                                                                         "relu": True}}})
+    with pytest.raises(ValueError, match=r"layer 'head' is constant over the sample \(6 vectors, variance 0\).*"
+                                         r"Leave it out of layers"):
+        B.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["head"])

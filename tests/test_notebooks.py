@@ -114,3 +114,36 @@ def test_07_accuracy_table_tests_and_figure(smoke):
     assert list(tests.layer) == [*p.layers, "all"] and tests.test.str.startswith("McNemar").all()
     for ext in (".png", ".pdf"):
         assert p.figure("fig07_user_study").with_suffix(ext).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("model", ["mini_resnet", "mini_vit"])
+def test_all_seven_notebooks_run_for_the_other_stand_ins(model, tmp_path):
+    """The runner (papermill) on smoke, 01-07, with a residual network and a vision transformer."""
+    import subprocess
+    import sys
+
+    dirs = {"data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures")}
+    cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "-p", f"model={model}",
+           *(a for k, v in dirs.items() for a in ("-p", f"{k}={v}"))]
+    done = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from helpers.config import load_profile
+
+    p = load_profile("smoke", model=model, **dirs)
+    assert p.figures_path.name == model and p.data_path.name == model
+    table = pd.read_csv(p.figure("explained_variance_counts.csv"))
+    assert list(table.layer.unique()) == list(p.layers)
+    assert set(table.curve) == {"pca_pre_relu", "neuron_pre_relu"}  # no ReLU module takes these outputs
+    ablation = pd.read_csv(p.figure("ablation.csv"))
+    assert list(ablation.layer.unique()) == list(p.layers)
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(p.figure("fig06_ablation")) + ".png").shape[0] > 1000  # 3 rows of panels
+    for layer in p.layers:
+        assert (p.figures_path / f"fig_grids_{layer}.png").exists()
+    sample = json.loads((p.artifact("sample") / "meta.json").read_text())
+    kinds = {layer: s["kind"] for layer, s in sample["sites"].items()}
+    assert kinds[p.layers[-1]] == "vector"
+    assert set(kinds.values()) == ({"map", "vector"} if model == "mini_resnet" else {"map", "tokens", "vector"})
+    answers = pd.read_csv(p.figure("user_study_accuracy.csv"))
+    assert set(answers.layer) == set(p.layers)

@@ -47,10 +47,10 @@ def test_failure_names_the_executed_notebook_with_the_traceback(tmp_path):
     params = {"data_dir": str(tmp_path / "data")}
     with pytest.raises(RuntimeError) as e:
         run.run("smoke", parameters=params, folder=folder)
-    executed = tmp_path / "data" / "notebooks" / "02_bad.ipynb"
+    executed = tmp_path / "data" / "mini_alexnet" / "notebooks" / "02_bad.ipynb"
     assert str(executed) in str(e.value) and "ValueError: boom" in str(e.value)
     assert "boom" in executed.read_text()
-    assert (tmp_path / "data" / "notebooks" / "01_ok.ipynb").exists()
+    assert (tmp_path / "data" / "mini_alexnet" / "notebooks" / "01_ok.ipynb").exists()
 
 
 def test_unknown_parameter_and_profile_are_refused(tmp_path):
@@ -66,7 +66,7 @@ def test_unknown_parameter_and_profile_are_refused(tmp_path):
     (["seed=1.5"], "setting seed=1.5 is not valid: expected an integer >= 0"),
     (["dataset=imagefolder", "data_root={imagenet}"],
      "model='mini_alexnet' takes 1-channel 28 x 28 images (Fashion-MNIST), but dataset='imagefolder' gives "
-     "3-channel images; use model='alexnet'"),
+     "3-channel images; use one of ['alexnet', 'resnet18', 'resnet50', 'vit_b_16']"),
     (["dataset=imagefolder", "data_root={imagenet}", "model=alexnet"],
      "setting eval_split='test': {imagenet}/test does not exist; {imagenet} has the splits ['train', 'val']. "
      "Use one of them, e.g. -p eval_split=val."),
@@ -124,7 +124,7 @@ def test_two_runs_of_one_step_never_interleave(copy, tmp_path):
     expected = pd.read_csv(copy.data / "ablation" / "ablation.csv")
     shutil.rmtree(copy.data / "ablation")
     cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "--only", "05",
-           "-p", f"data_dir={copy.data}", "-p", f"figures_dir={copy.figures}"]
+           "-p", f"data_dir={copy.data.parent}", "-p", f"figures_dir={copy.figures.parent}"]
     logs = [tmp_path / f"run{i}.err" for i in range(3)]
 
     def start(i, *extra):
@@ -174,13 +174,13 @@ def test_a_dying_kernel_is_reported_with_the_notebook_and_the_likely_cause(tmp_p
     params = {"data_dir": str(tmp_path / "data")}
     with pytest.raises(RuntimeError) as e:
         run.run("smoke", parameters=params, folder=folder)
-    executed = tmp_path / "data" / "notebooks" / "01_dies.ipynb"
+    executed = tmp_path / "data" / "mini_alexnet" / "notebooks" / "01_dies.ipynb"
     assert "notebook 01_dies: its kernel died" in str(e.value) and str(executed) in str(e.value)
     assert "started" in executed.read_text()
     assert "GiB free on its disk" in str(e.value)  # no cause visible here: it says what it checked
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(run.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
-    with pytest.raises(RuntimeError, match=r"likely cause: the disk holding .*data is full \(10 MiB free\)"):
+    with pytest.raises(RuntimeError, match=r"likely cause: the disk holding .*data/mini_alexnet is full \(10 MiB free\)"):
         run.run("smoke", parameters=params, folder=folder)
 
 

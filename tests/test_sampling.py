@@ -4,9 +4,11 @@ import torch
 import torchvision
 
 from helpers import sampling, store
-from helpers.models import LAYER_TABLE, MiniAlexNet
+from helpers.architectures import AlexNetFamily, sites
+from helpers.standins import MiniAlexNet
 from tests.conftest import RandomImages
 
+LAYER_TABLE = AlexNetFamily().aliases(torchvision.models.alexnet())
 ALL = tuple(LAYER_TABLE)
 
 
@@ -58,14 +60,14 @@ def test_alexnet_layer_shapes_match_the_paper_table(alexnet):
 
 def test_capture_without_a_copy_would_be_post_relu(alexnet):
     """The pitfall the sampler avoids: torchvision's in-place ReLU rewrites the hooked tensor."""
-    with torch.no_grad(), sampling.capture(alexnet, ["conv1"], pick=lambda n, out: out) as out:
+    with torch.no_grad(), sampling.capture(alexnet, sites(alexnet, ["conv1"], torch.zeros(3, 224, 224)), pick=lambda n, out: out) as out:
         alexnet(torch.randn(1, 3, 224, 224))
     assert (out["conv1"] >= 0).all()
 
 
 def test_hooks_are_removed_even_after_an_error(alexnet):
     with pytest.raises(RuntimeError):
-        with sampling.capture(alexnet, ALL):
+        with sampling.capture(alexnet, sites(alexnet, ALL, torch.zeros(3, 224, 224))):
             alexnet(torch.zeros(1, 5, 224, 224))  # wrong channel count
     assert all(not m._forward_hooks for m in alexnet.modules())
 
@@ -145,7 +147,7 @@ def test_other_weights_or_images_are_not_reused(tmp_path):
 
 
 def test_unknown_layer_lists_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown layer\(s\) \['conv9'\]; valid layers are \['conv1'"):
+    with pytest.raises(ValueError, match=r"layer .conv9. is not a module of MiniAlexNet; closest module paths: \[.conv5."):
         sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv9"], tmp_path / "s")
 
 

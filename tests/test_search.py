@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers import search, store
-from helpers.models import MiniAlexNet
+from helpers.standins import MiniAlexNet
 from tests.conftest import RandomImages
 
 

@@ -38,7 +38,7 @@ def served(smoke, tmp_path):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "helpers.study_app", "--profile", "smoke", "--port", str(port),
-         "-p", f"data_dir={p.data_path}", "-p", "min_rt_ms=100"],
+         "-p", f"data_dir={p.data_path.parent}", "-p", "min_rt_ms=100"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180

@@ -13,7 +13,7 @@ def test_a_same_size_overwrite_is_found_by_verify(copy, capsys):
     np.save(path, X[::-1].copy())  # same shape, same size, other rows
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old time
     assert path.stat().st_size == st.st_size
-    assert verify.main(["--profile", "smoke", "-p", f"data_dir={copy.data}"]) == 1
+    assert verify.main(["--profile", "smoke", "-p", f"data_dir={copy.data.parent}"]) == 1
     out = capsys.readouterr().out
     assert "sample    corrupt" in out and "conv1.npy is corrupt: it was modified after it was made" in out
     assert "bases     stale    made from sample, which is corrupt (01_sample remakes it)" in out
@@ -21,6 +21,6 @@ def test_a_same_size_overwrite_is_found_by_verify(copy, capsys):
 
 
 def test_verify_says_good_for_a_finished_run(smoke, capsys):
-    assert verify.main(["--profile", "smoke", "-p", f"data_dir={smoke.data_path}"]) == 0
+    assert verify.main(["--profile", "smoke", "-p", f"data_dir={smoke.data_path.parent}"]) == 0
     out = capsys.readouterr().out
     assert out.count(" good ") == 7, out
