@@ -210,7 +210,8 @@ def crop(image: np.ndarray, box, out_size: int, fill: int = 0) -> np.ndarray:
     ----------
     image : ndarray of shape (H, W, C), uint8
     box : tuple of int, or None
-        ``None`` means the whole image.
+        ``None`` means the whole image. A box wider than the image is shrunk
+        to the image's size around its centre, so the patch is not mostly padding.
     out_size : int
         Thumbnail side; nearest-neighbour when enlarging, box filter when shrinking.
     fill : int
@@ -225,6 +226,8 @@ def crop(image: np.ndarray, box, out_size: int, fill: int = 0) -> np.ndarray:
         patch = image
     else:
         top, left, size = box
+        if size > max(h, w):  # a field wider than the image (deep ResNet layers): the image's size, same centre
+            top, left, size = top + (size - max(h, w)) // 2, left + (size - max(h, w)) // 2, max(h, w)
         patch = np.full((size, size, c), fill, dtype=image.dtype)
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + size, h), min(left + size, w)

@@ -159,3 +159,10 @@ def test_an_untraceable_model_gets_the_gradient_estimate():
             p.abs_().add_(0.01)
     f = receptive_fields(model, ["b"], torch.zeros(1, 32, 32))["b"]
     assert f == chain_field([model.a, model.b])  # 5 px, stride 2, offset -1
+
+
+def test_a_field_wider_than_the_image_shows_the_image_around_the_centre():
+    image = np.arange(10 * 10, dtype=np.uint8).reshape(10, 10, 1)
+    patch = crop(image, (-20, -18, 50), 10)  # centre (5, 7): the box's middle
+    assert patch.shape == (10, 10, 1)
+    assert patch[0, 0, 0] == image[0, 2, 0] and (patch[:, -2:] == 0).all()  # shifted by 2 columns, padded
