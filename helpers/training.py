@@ -11,10 +11,12 @@ in a child process with a pinned numerical environment:
 - ``MKL_CBWR=AVX2,STRICT``: MKL's conditional numerical reproducibility, the
   same results on every AVX2 CPU whatever the number of threads;
 - oneDNN off (``torch.backends.mkldnn``): convolutions go through MKL;
-- deterministic algorithms, a seeded generator for the shuffle and the dropout.
+- deterministic algorithms, a seeded generator for the shuffle and the dropout;
+- two threads (:data:`THREADS`) on every machine: the convolutional stand-ins
+  give the same weights with any thread count, ``mini_vit`` does not.
 
 The same profile and seed then give the same weights, bit for bit, on any
-x86-64 CPU with AVX2 and the same PyTorch version, with any thread count. It
+x86-64 CPU with AVX2 and the same PyTorch version. It
 costs about twice the time of unpinned training on the CPU (about 1.5 minutes
 for the quick profile on 2 cores). Training always runs on the CPU.
 
@@ -40,6 +42,10 @@ from .data import load_dataset, select
 
 PINNED_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
 """Environment of the training process (read by PyTorch and MKL when they start)."""
+THREADS = 2
+"""Threads of the pinned training process, on every machine: ``mini_vit``'s weights depend on the
+thread count (PyTorch's attention and layer-norm kernels split their sums by thread), the
+convolutional stand-ins' do not."""
 HYPER = {"lr": 1e-3, "batch_size": 128}
 """Adam's learning rate and the batch size of every stand-in."""
 
@@ -90,6 +96,8 @@ def train_child(profile: Profile, out, *, threads: int | None = None, pinned: bo
     """:func:`train_pinned`, or (``pinned=False``, for ``bench/training.py``) in the machine's own environment."""
     env = {**os.environ, **(PINNED_ENV if pinned else {}), **(env or {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if threads is None and pinned:
+        threads = THREADS
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     spec = json.dumps(dataclasses.asdict(profile))
