@@ -129,8 +129,9 @@ def _weights(s: Spec):
     return None if s.weights is None else get_model_weights(s.target)[s.weights]
 
 
+@functools.lru_cache(maxsize=2)
 def _factory(s: Spec):
-    """The user's factory's ``(module, preprocessing or None)``."""
+    """The user's factory's ``(module, preprocessing or None)``, called once per process."""
     module_name, attr = s.target.rsplit(":", 1)
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -328,7 +329,7 @@ def load_model(profile: Profile, device=None, train: bool = True) -> tuple[nn.Mo
         model, info = load_torchvision(s, profile.seed)
     else:
         model, info = _load_other(s, profile.seed)
-        model, info = model, dict(info)
+        info = dict(info)  # the cached one stays as it is
     info["family"] = architectures.family_of(model).name
     return model.to(get_device(device or profile.device)), info
 
