@@ -27,7 +27,7 @@ from .models import get_device
 
 log = logging.getLogger(__name__)
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
-SOURCES = ("sampling", "models", "data", "batches")
+SOURCES = ("sampling", "architectures", "models", "data", "batches")
 
 
 class _Stop(Exception):

@@ -27,7 +27,7 @@ from .sampling import capture, forward_until
 
 log = logging.getLogger(__name__)
 MADE_BY = "03_index (python -m helpers.run --only 03)"
-SOURCES = ("search", "sampling", "models", "data", "batches")
+SOURCES = ("search", "sampling", "architectures", "models", "data", "batches")
 
 
 def as_float32(X, d: int | None = None, name: str = "X") -> np.ndarray:
