@@ -1,124 +1,27 @@
-"""Step 2 of the method: bases of a layer's activation space, ordered by variance.
+"""Step 2 of the method: bases of a layer's activation space, ordered by importance.
 
 :class:`PCABasis` and :class:`NeuronBasis` follow scikit-learn's estimator API
 (``fit``, ``partial_fit``, ``transform``, ``inverse_transform``, learned
-attributes ending in ``_``). Both rest on :class:`StreamingMoments`: the mean
-and covariance accumulated in float64 over chunks, so the data never has to
-fit in memory and streaming equals one shot.
-
-Precision: each chunk is shifted by a reference mean (the first chunk's) and
-its Gram matrix ``X.T @ X`` is computed by BLAS (``syrk``) in the input's
-dtype, then added to a float64 sum. The rounding is that of one dot product
-over one chunk (at most ``chunk_size`` rows), independent of ``n``; pass
-float64 data for a float64 product.
+attributes ending in ``_``). Both rest on :class:`~helpers.moments.StreamingMoments`:
+the mean and covariance accumulated in float64 over chunks, so the data never
+has to fit in memory and streaming equals one shot. The bases the paper names
+as future work (:mod:`helpers.factor`: ICA, NMF; :mod:`helpers.sae`: a TopK
+sparse autoencoder) share the API; :data:`KINDS` describes each kind once.
 """
 from __future__ import annotations
 
 import logging
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from . import keys, store
+from .moments import NotFittedError, StreamingMoments, _as_2d  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-
-class NotFittedError(ValueError, AttributeError):
-    """The estimator has seen no data yet."""
-
-
-def _as_2d(X, d: int | None, name: str = "X") -> np.ndarray:
-    X = np.asarray(X)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D of shape (n_samples, n_features); got shape {X.shape}.")
-    if d is not None and X.shape[1] != d:
-        raise ValueError(
-            f"{name} has {X.shape[1]} features, but this estimator was fitted on {d}; "
-            "pass activations of the same layer."
-        )
-    return np.ascontiguousarray(X)
-
-
-class StreamingMoments:
-    """Mean and covariance (``n - 1`` denominator) accumulated chunk by chunk.
-
-    Attributes
-    ----------
-    n_samples_seen_ : int
-    n_features_in_ : int
-    mean_ : ndarray of shape (d,), float64
-    covariance_ : ndarray of shape (d, d), float64
-
-    Notes
-    -----
-    Memory: ``O(d**2)`` float64 plus one chunk.
-    """
-
-    def __init__(self):
-        self.n_samples_seen_ = 0
-        self._shift = self._s1 = self._s2 = None
-        self._scratch = None  # reused for the shifted chunk: fresh pages cost more than the subtraction
-
-    def partial_fit(self, X) -> "StreamingMoments":
-        """Add the rows of ``X`` (ndarray of shape (m, d)) to the sums."""
-        X = _as_2d(X, self._s1.shape[0] if self._s1 is not None else None)
-        if len(X) == 0:
-            return self
-        if self._shift is None:
-            d = X.shape[1]
-            self._shift = X.mean(axis=0, dtype=np.float64)
-            self._s1, self._s2 = np.zeros(d), np.zeros((d, d))
-        if self._scratch is None or self._scratch.dtype != X.dtype or len(self._scratch) < len(X):
-            self._scratch = np.empty_like(X)
-        Xs = np.subtract(X, self._shift.astype(X.dtype), out=self._scratch[: len(X)])
-        self._s1 += Xs.sum(axis=0, dtype=np.float64)
-        self._s2 += Xs.T @ Xs  # symmetric: numpy calls syrk
-        self.n_samples_seen_ += len(X)
-        return self
-
-    def release(self) -> "StreamingMoments":
-        """Free the chunk-sized scratch buffer (done by ``fit`` at its end)."""
-        self._scratch = None
-        return self
-
-    def _check(self):
-        if self.n_samples_seen_ < 2:
-            raise NotFittedError(
-                f"{type(self).__name__} has seen {self.n_samples_seen_} samples; "
-                "call fit or partial_fit with at least 2 first."
-            )
-
-    @property
-    def n_features_in_(self) -> int:
-        self._check()
-        return self._s1.shape[0]
-
-    @property
-    def mean_(self) -> np.ndarray:
-        self._check()
-        return self._shift + self._s1 / self.n_samples_seen_
-
-    @property
-    def covariance_(self) -> np.ndarray:
-        self._check()
-        n = self.n_samples_seen_
-        return (self._s2 - np.outer(self._s1, self._s1) / n) / (n - 1)
-
-    def state(self) -> dict:
-        """The running sums, for saving and resuming (see :meth:`from_state`)."""
-        return {"n": self.n_samples_seen_, "shift": self._shift, "s1": self._s1, "s2": self._s2}
-
-    @classmethod
-    def from_state(cls, state) -> "StreamingMoments":
-        m = cls()
-        m.n_samples_seen_ = int(state["n"])
-        m._shift, m._s1, m._s2 = (np.asarray(state[k], np.float64) for k in ("shift", "s1", "s2"))
-        return m
 
 
 class _Basis:
@@ -180,6 +83,23 @@ class _Basis:
     mean_ = property(lambda self: self._solution()["mean_"], doc="ndarray of shape (d,).")
     n_samples_seen_ = property(lambda self: self._moments.n_samples_seen_)
     n_features_in_ = property(lambda self: self._moments.n_features_in_)
+
+    # -- the common API of every basis (helpers.factor, helpers.sae) --------------
+    relu_input_ = False  # the basis reconstructs the activations themselves, not their ReLU
+    encoder_ = property(lambda self: self.components_,
+                        doc="ndarray of shape (n_components, d): orthonormal, so the encoder is the decoder.")
+    offset_ = property(lambda self: self.mean_, doc="ndarray of shape (d,): ``X ≈ offset_ + Z @ components_``.")
+    code_mean_ = property(lambda self: np.zeros(len(self.components_)),
+                          doc="ndarray of shape (n_components,): mean code over the sample (0: centred).")
+    baseline_ = property(lambda self: np.zeros(len(self.components_)),
+                         doc="ndarray of shape (n_components,): the code an ablated vector is set to (its mean).")
+
+    def encode(self, rows):
+        """:meth:`transform` in torch: rows (m, d) on any device -> codes (m, n_components), same dtype."""
+        import torch
+
+        E = torch.as_tensor(self.encoder_, dtype=rows.dtype, device=rows.device)
+        return (rows - torch.as_tensor(self.mean_, dtype=rows.dtype, device=rows.device)) @ E.T
 
     # -- transforms ------------------------------------------------------------
     def transform(self, X) -> np.ndarray:
@@ -268,10 +188,46 @@ class NeuronBasis(_Basis):
         order = np.argsort(-variance, kind="stable")
         return np.eye(len(cov))[order], variance[order]
 
+    def transform(self, X) -> np.ndarray:
+        """Centred activations of the neurons in order: ``(X - mean_)[:, order_]``, shape (m, n_components)."""
+        X = _as_2d(X, self.n_features_in_)
+        return (X - self.mean_)[:, self.order_]
+
     @property
     def order_(self) -> np.ndarray:
         """ndarray of shape (n_components,): neuron index of each basis vector."""
         return self.components_.argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a kind of basis is, said once: every caller reads it here.
+
+    ``relu``: fitted on the post-ReLU activations (only layers followed by a
+    ReLU have it); ``signed``: its codes take both signs, so each vector is
+    read in both directions (08); ``unit``: what one vector is called.
+    """
+
+    name: str
+    label: str
+    unit: str
+    relu: bool = False
+    signed: bool = False
+
+    @property
+    def curve(self) -> str:
+        """Its curve and file name: ``<name>_pre_relu`` or ``<name>_post_relu``."""
+        return f"{self.name}_{'post' if self.relu else 'pre'}_relu"
+
+
+KINDS = {
+    "pca": Kind("pca", "PCA", "PC", signed=True),
+    "neuron": Kind("neuron", "neurons", "neuron"),
+    "ica": Kind("ica", "ICA", "IC", signed=True),
+    "nmf": Kind("nmf", "NMF", "NMF", relu=True),
+    "sae": Kind("sae", "SAE", "latent"),
+}
+"""The bases a profile can fit (setting ``bases``), in display order."""
 
 
 def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "fit bases") -> dict:
@@ -309,28 +265,139 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
     return bases
 
 
+def learned_settings(p, kinds=None) -> dict:
+    """The settings of the learned bases a profile fits: ``{kind: {setting: value}}`` (part of their key)."""
+    kinds = p.bases if kinds is None else kinds
+    every = {"ica": {"n_components": p.ica_components, "seed": p.seed},
+             "nmf": {"n_components": p.nmf_components, "seed": p.seed},
+             "sae": {"n_latents": p.sae_latents, "k": p.sae_k, "epochs": p.sae_epochs, "seed": p.seed}}
+    return {k: every[k] for k in kinds if k in every}
+
+
+def _learned(kind: str, settings: dict, n: int, device=None):
+    """An unfitted ICA, NMF or SAE basis with its settings, for a sample of ``n`` vectors."""
+    if kind == "ica":
+        from .factor import ICABasis
+
+        return ICABasis(settings["n_components"], seed=settings["seed"])
+    if kind == "nmf":
+        from .factor import NMFBasis
+
+        return NMFBasis(settings["n_components"], seed=settings["seed"])
+    from .sae import SAEBasis
+
+    return SAEBasis(settings["n_latents"], settings["k"], epochs=settings["epochs"], seed=settings["seed"],
+                    batch_size=sae_batch(n), device=device)
+
+
+def sae_batch(n: int) -> int:
+    """The SAE's minibatch for a sample of ``n`` vectors: ``n / 100`` within [256, 4096], so that a
+    small sample still gets about 100 optimiser steps per epoch (the quick profile: 600 vectors per step)."""
+    return int(min(4096, max(256, n // 100)))
+
+
+def explained_curve(basis, X, relu: bool = False, chunk_size: int = 16384) -> np.ndarray:
+    """Fig. 5 for any basis: the variance explained when reconstructing with the top k vectors only.
+
+    With codes ``z = basis.transform(x)`` and directions ``w_j`` (``components_``),
+    the reconstruction from the top ``k`` vectors keeps their codes and sets
+    the others to their mean: ``x̂_k = mean + Σ_{j<k} (z_j - z̄_j) w_j``, and
+
+        R²(k) = 1 - Σ ||x - x̂_k||² / Σ ||x - mean||²
+
+    over the sample. For an orthonormal basis this is the cumulative sum of
+    ``explained_variance_ratio_``; for others it can fall short of it or even
+    decrease (vectors that overlap or cancel).
+
+    Parameters
+    ----------
+    basis : a fitted basis (``transform``, ``components_``, ``code_mean_``)
+    X : ndarray or memory map of shape (n, d)
+        The layer's (pre-ReLU) sample, streamed.
+    relu : bool
+        The basis reconstructs ``relu(X)`` (PCA post-ReLU, NMF).
+
+    Returns
+    -------
+    ndarray of shape (n_components,)
+        ``R²(k)`` for ``k = 1 … n_components``.
+
+    Notes
+    -----
+    Exact for every k from the sums ``a_j = Σ z̃_j (w_j · c)`` and
+    ``M = Z̃ᵀ Z̃``: ``Σ ||c - Σ_{j<k} z̃_j w_j||² = Σ ||c||² - 2 Σ_{j<k} a_j +
+    Σ_{i,j<k} M_ij (w_i · w_j)``. Memory ``O(K²)`` float64 for a
+    non-orthonormal basis of K vectors (only ``O(K)`` for an orthonormal one)
+    plus one chunk, whatever ``n``.
+    """
+    W = np.asarray(basis.components_, np.float64)
+    K = len(W)
+    gram = W @ W.T
+    orthonormal = np.allclose(gram, np.eye(K), atol=1e-8)
+    mean, zbar = np.asarray(basis.mean_, np.float64), np.asarray(basis.code_mean_, np.float64)
+    total, a = 0.0, np.zeros(K)
+    M = np.zeros(K) if orthonormal else np.zeros((K, K))
+    for start in range(0, len(X), chunk_size):
+        x = np.asarray(X[start:start + chunk_size], np.float64)
+        if relu:
+            x = np.maximum(x, 0)
+        c = x - mean
+        z = basis.transform(x) - zbar
+        total += float(np.einsum("ij,ij->", c, c))
+        a += np.einsum("ij,ij->j", z, c @ W.T)
+        M += np.einsum("ij,ij->j", z, z) if orthonormal else z.T @ z
+    if not total > 0:
+        raise ValueError("the sample has no variance to explain (every vector is the same).")
+    if orthonormal:
+        kept = np.cumsum(M - 2 * a)  # Σ_j<k (M_jj - 2 a_j)
+    else:
+        G = M * gram
+        prefix = np.cumsum(np.cumsum(G, axis=0), axis=1)
+        kept = np.diagonal(prefix) - 2 * np.cumsum(a)
+    return 1 - (total + kept) / total
+
+
 def counts(ratio, thresholds=(0.8, 0.99)) -> list[int]:
     """Number of basis vectors whose cumulative explained-variance ratio reaches each threshold."""
-    cum = np.cumsum(ratio)
-    return [int(min(np.searchsorted(cum, t - 1e-12) + 1, len(cum))) for t in thresholds]
+    return curve_counts(np.cumsum(ratio), thresholds)
+
+
+def curve_counts(curve, thresholds=(0.8, 0.99)) -> list:
+    """The first k where ``curve`` (R² for k = 1, 2, …) reaches each threshold; ``None`` where it never does.
+
+    A curve that ends at 1 (a complete basis) reaches every threshold by its last k.
+    """
+    curve = np.asarray(curve, np.float64)
+    out = []
+    for t in thresholds:
+        hit = np.flatnonzero(curve >= t - 1e-12)
+        out.append(int(hit[0]) + 1 if len(hit) else (len(curve) if curve[-1] >= 1 - 1e-9 else None))
+    return out
 
 
 BASES_MADE_BY = "02_pca (python -m helpers.run --only 02)"
-SOURCES = ("bases",)
+SOURCES = ("bases", "moments", "factor", "sae")
 
 
-def bases_key(layers, sample_hash: str) -> dict:
-    """What the bases are made from: the layers and the sample (its content hash)."""
-    return keys.key({"layers": list(layers)}, {"sample": sample_hash}, SOURCES)
+def bases_key(layers, sample_hash: str, kinds=("pca", "neuron"), settings: dict | None = None) -> dict:
+    """What the bases are made from: the layers, the kinds and their settings, the sample (its hash)."""
+    return keys.key({"layers": list(layers), "bases": list(kinds), "learned": settings or {}},
+                    {"sample": sample_hash}, SOURCES)
 
 
 def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384,
-                    profile: str = "", sample_key: dict | None = None) -> dict:
-    """Fit and save the bases of every layer of a sample (notebook 02).
+                    profile: str = "", sample_key: dict | None = None, kinds=("pca", "neuron"),
+                    settings: dict | None = None, device=None) -> dict:
+    """Fit and save the bases of every layer of a sample, and their Fig. 5 curves (notebook 02).
 
-    Writes ``<layer>_<curve>.npz`` per layer into ``bases_folder``; layers
-    finished before an interruption are kept. ``sample_key`` is the key the
-    sample must have (a stale sample is refused). Memory: as :func:`fit_bases`.
+    Writes ``<layer>_<curve>.npz`` per layer and basis and ``<layer>_curves.npz``
+    (:func:`explained_curve` of each) into ``bases_folder``; layers finished
+    before an interruption are kept, and an SAE resumes from its last epoch.
+    ``kinds``: names in :data:`KINDS` (``pca`` always: the index and ICA use it;
+    the PCA of the post-ReLU activations comes with it); ``settings``:
+    :func:`learned_settings`. ``sample_key`` is the key the sample must have
+    (a stale sample is refused). Memory: as :func:`fit_bases` and
+    :func:`explained_curve`, plus the learned bases' own bounds.
 
     Returns
     -------
@@ -340,66 +407,124 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
     from .sampling import MADE_BY as SAMPLE_MADE_BY
     from .sampling import open_sample
 
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or "pca" not in kinds:
+        raise ValueError(f"bases={list(kinds)} is not valid: use names from {list(KINDS)}, pca among them "
+                         "(e.g. bases='pca,neuron,sae').")
+    settings = settings or {}
     sample = store.read_meta(sample_folder, sample_key, SAMPLE_MADE_BY)
-    key = bases_key(layers, sample["hash"])
+    key = bases_key(layers, sample["hash"], kinds, settings)
     with store.Build(bases_folder, key, BASES_MADE_BY, profile=profile) as b:
         if b.current:
             return b.meta
         done = list(b.progress.get("layers_done", []))
         for layer in tqdm(layers, desc="bases per layer"):
-            if layer in done:
-                continue
-            X, _ = open_sample(sample_folder, layer)
-            relu = sample["sites"][layer]["relu"]  # a ReLU follows the layer in the network
-            fitted = fit_bases(X, relu, chunk_size, desc=layer)
-            if not float(np.sum(fitted["pca_pre_relu"].explained_variance_)) > 0:
-                raise ValueError(
-                    f"layer {layer!r} is constant over the sample ({len(X)} vectors, variance 0): there is "
-                    "nothing to explain. Leave it out of layers (-p layers=...), or check the model's weights "
-                    "(a zero-initialised layer is constant).")
-            if relu and not float(np.sum(fitted["pca_post_relu"].explained_variance_)) > 0:
-                log.warning("%s: every activation is <= 0, so the post-ReLU curve is left out", layer)
-                del fitted["pca_post_relu"]
-            for curve, basis in fitted.items():
-                with store.atomic(b.partial / f"{layer}_{curve}.npz") as tmp, open(tmp, "wb") as f:
-                    basis.save(f)
-            done.append(layer)
-            b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
+            if layer not in done:
+                X, _ = open_sample(sample_folder, layer)
+                _fit_layer(b.partial, layer, X, sample["sites"][layer]["relu"], kinds, settings, chunk_size, device)
+                done.append(layer)
+                b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
         return b.commit(sorted(p.name for p in b.partial.glob("*.npz")))
+
+
+def _fit_layer(folder, layer, X, relu, kinds, settings, chunk_size, device) -> None:
+    fitted = fit_bases(X, relu, chunk_size, desc=layer)  # relu: a ReLU follows the layer in the network
+    if not float(np.sum(fitted["pca_pre_relu"].explained_variance_)) > 0:
+        raise ValueError(
+            f"layer {layer!r} is constant over the sample ({len(X)} vectors, variance 0): there is "
+            "nothing to explain. Leave it out of layers (-p layers=...), or check the model's weights "
+            "(a zero-initialised layer is constant).")
+    if relu and not float(np.sum(fitted["pca_post_relu"].explained_variance_)) > 0:
+        log.warning("%s: every activation is <= 0, so the post-ReLU curve is left out", layer)
+        del fitted["pca_post_relu"]
+    if "neuron" not in kinds:
+        del fitted["neuron_pre_relu"]
+    for kind in kinds:
+        if kind not in settings:
+            continue
+        if KINDS[kind].relu and "pca_post_relu" not in fitted:
+            log.info("%s: no %s basis, it needs the positive activations before a ReLU", layer, kind)
+            continue
+        basis = _learned(kind, settings[kind], len(X), device)
+        checkpoint = folder / f"{layer}_{kind}.checkpoint.pt"
+        if kind == "ica":
+            basis.fit(X, pca=fitted["pca_pre_relu"], chunk_size=chunk_size)
+        elif kind == "sae":
+            basis.fit(X, checkpoint=checkpoint, desc=f"SAE {layer}")
+        else:
+            basis.fit(X)
+        fitted[KINDS[kind].curve] = basis
+    curves = {c: explained_curve(basis, X, relu=c.endswith("_post_relu"), chunk_size=chunk_size)
+              for c, basis in fitted.items()}
+    for curve, basis in fitted.items():
+        with store.atomic(folder / f"{layer}_{curve}.npz") as tmp, open(tmp, "wb") as f:
+            basis.save(f)
+    with store.atomic(folder / f"{layer}_curves.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **curves)
+    for checkpoint in folder.glob(f"{layer}_*.checkpoint.pt"):
+        checkpoint.unlink()
+
+
+def _class(curve: str):
+    kind = curve.split("_")[0]
+    if kind in ("ica", "nmf"):
+        from . import factor
+
+        return getattr(factor, f"{kind.upper()}Basis")
+    if kind == "sae":
+        from .sae import SAEBasis
+
+        return SAEBasis
+    return NeuronBasis if kind == "neuron" else PCABasis
 
 
 def load_basis(bases_folder, layer: str, curve: str = "pca_pre_relu", key: dict | None = None):
     """Load one saved basis, e.g. ``load_basis(folder, "fc1", "neuron_pre_relu")``.
 
+    ``curve``: a file's curve name or a kind (``"sae"`` reads ``sae_pre_relu``);
     ``key``: the key the bases must have (see :mod:`helpers.provenance`).
     """
     store.read_meta(bases_folder, key, BASES_MADE_BY)
+    curve = KINDS[curve].curve if curve in KINDS else curve
     path = Path(bases_folder) / f"{layer}_{curve}.npz"
     if not path.exists():
-        have = sorted(p.stem for p in Path(bases_folder).glob("*.npz"))
-        raise FileNotFoundError(f"no basis {layer}_{curve} in {bases_folder} (it has {have}); rerun 02_pca.")
-    cls = NeuronBasis if curve.startswith("neuron") else PCABasis
-    return cls.load(path)
+        have = sorted(p.stem for p in Path(bases_folder).glob(f"{layer}_*.npz") if not p.stem.endswith("curves"))
+        raise FileNotFoundError(f"no basis {layer}_{curve} in {bases_folder} (it has {have}); rerun 02_pca "
+                                "with that basis in the setting bases.")
+    return _class(curve).load(path)
+
+
+def layer_bases(bases_folder, layer: str, kinds, key: dict | None = None) -> dict:
+    """``{kind: fitted basis}`` of a layer for each of ``kinds`` that it has (NMF needs a ReLU after it)."""
+    store.read_meta(bases_folder, key, BASES_MADE_BY)
+    return {k: load_basis(bases_folder, layer, k) for k in kinds
+            if (Path(bases_folder) / f"{layer}_{KINDS[k].curve}.npz").exists()}
 
 
 def explained_variance_table(bases_folder, layers, thresholds=(0.8, 0.99), key: dict | None = None):
-    """Counts for 80 % / 99 % of the variance: DataFrame ``layer, d, curve, k80, k99``.
+    """Counts for 80 % / 99 % of the variance: DataFrame ``layer, d, curve, k80, k99, n_vectors``.
 
-    Also returns ``{layer: {curve: explained_variance_ratio_}}`` for the figure.
-    ``key``: the key the bases must have.
+    Also returns ``{layer: {curve: R²(k) for k = 1 …}}`` (:func:`explained_curve`)
+    for the figure. A count is missing (NA) where the curve never reaches it
+    (e.g. 64 ICs of a wider layer). ``key``: the key the bases must have.
     """
     store.read_meta(bases_folder, key, BASES_MADE_BY)
     import pandas as pd
 
-    rows, ratios = [], {}
+    order = ("pca_pre_relu", "pca_post_relu", *(k.curve for k in KINDS.values() if k.name != "pca"))
+    rows, curves = [], {}
     for layer in layers:
-        ratios[layer] = {}
-        for curve in ("pca_pre_relu", "pca_post_relu", "neuron_pre_relu"):
-            path = Path(bases_folder) / f"{layer}_{curve}.npz"
-            if not path.exists():
-                continue
-            ratio = load_basis(bases_folder, layer, curve).explained_variance_ratio_  # checked above
-            ratios[layer][curve] = ratio
-            k80, k99 = counts(ratio, thresholds)
-            rows.append({"layer": layer, "d": len(ratio), "curve": curve, "k80": k80, "k99": k99})
-    return pd.DataFrame(rows), ratios
+        path = Path(bases_folder) / f"{layer}_curves.npz"
+        try:
+            with np.load(path) as f:
+                found = {c: f[c] for c in order if c in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise store.CorruptArtifactError(f"{path} is corrupt or missing ({type(e).__name__}: {e}); delete "
+                                             f"{bases_folder} and rerun {BASES_MADE_BY}.") from None
+        curves[layer] = found
+        d = len(found["pca_pre_relu"])
+        for curve, values in found.items():
+            k80, k99 = curve_counts(values, thresholds)
+            rows.append({"layer": layer, "d": d, "curve": curve, "k80": k80, "k99": k99, "n_vectors": len(values)})
+    table = pd.DataFrame(rows)
+    return table.astype({"k80": "Int64", "k99": "Int64"}), curves

@@ -117,6 +117,14 @@ class Profile:
         variance; ``None``: ``n_study``.
     explain_all_neurons : bool
         Explain every neuron of each layer instead of the top ``n_explain``.
+    bases : tuple of str
+        Bases fitted per layer (02) and used by every later step: ``pca`` (always),
+        ``neuron``, ``ica``, ``nmf``, ``sae`` (see :data:`helpers.bases.KINDS`);
+        the paper's ``("pca", "neuron")`` by default.
+    ica_components, nmf_components : int
+        Vectors of the ICA (at most the layer's d) and of the NMF (of the post-ReLU activations).
+    sae_latents, sae_k, sae_epochs : int or None, int, int
+        The TopK sparse autoencoder: latents (``None``: 4·d), active latents per vector, epochs over the sample.
     skip_bad_images : bool
         Skip images that cannot be read (listed in each artifact's sidecar)
         instead of stopping at the first one with its path.
@@ -164,6 +172,12 @@ class Profile:
     max_length: int = 3
     n_explain: int | None = None
     explain_all_neurons: bool = False
+    bases: tuple = ("pca", "neuron")
+    ica_components: int = 64
+    nmf_components: int = 64
+    sae_latents: int | None = None
+    sae_k: int = 16
+    sae_epochs: int = 10
     skip_bad_images: bool = False
     data_dir: str | None = None
     figures_dir: str | None = None
@@ -192,7 +206,7 @@ PROFILES = {
     "smoke": Profile(
         name="smoke", n_sample=320, n_eval=192, train_epochs=1, train_limit=1024,
         batch_size=64, pca_chunk=100, index_cap=2000, nlist=16, nprobe=4, thumb=16,
-        ablation_eval=64, n_study=4, n_probe=96,
+        ablation_eval=64, n_study=4, n_probe=96, sae_epochs=2,
     ),
     "quick": Profile(name="quick", n_probe=2000),
     "paper": Profile(
@@ -264,6 +278,11 @@ RULES = {
                  lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < 1),
     "beam": _POSITIVE, "max_length": _POSITIVE, "n_explain": _OPTIONAL_POSITIVE,
     "explain_all_neurons": _FLAG,
+    "bases": ("distinct names from pca, neuron, ica, nmf, sae, with pca among them, e.g. 'pca,neuron,sae'",
+              lambda v: _layers(v) and "pca" in v and set(v) <= {"pca", "neuron", "ica", "nmf", "sae"}),
+    "ica_components": _POSITIVE, "nmf_components": _POSITIVE, "sae_latents": ("a positive integer, or None for 4·d",
+                                                                        lambda v: v is None or _integer(v, 1)),
+    "sae_k": _POSITIVE, "sae_epochs": _POSITIVE,
     "data_dir": _FOLDER, "figures_dir": _FOLDER,
 }
 """Every setting's valid values: ``name -> (description, test)``."""
@@ -295,6 +314,9 @@ def validate(p: Profile) -> Profile:
     if p.concepts == "fashion" and p.dataset != "fashion_mnist":
         raise ValueError(f"setting concepts='fashion' annotates Fashion-MNIST images, but dataset={p.dataset!r}; "
                          "use concepts='broden' with broden_root, or dataset='fashion_mnist'.")
+    if p.sae_latents is not None and p.sae_k > p.sae_latents:
+        raise ValueError(f"setting sae_k={p.sae_k} is not valid with sae_latents={p.sae_latents}: at most "
+                         f"sae_latents latents can be active; use sae_k <= {p.sae_latents}.")
     if p.index_kind == "ivf" and p.nprobe > p.nlist:
         raise ValueError(f"setting nprobe={p.nprobe} is not valid with nlist={p.nlist}: an IVF index has "
                          f"nlist lists to probe; use nprobe <= {p.nlist}.")
@@ -333,7 +355,7 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
             f"unknown profile setting(s) {unknown}; valid settings are {sorted(names)}."
         )
     changes = {k: v for k, v in overrides.items() if v is not None}
-    for k in ("layers", "broden_categories"):
+    for k in ("layers", "broden_categories", "bases"):
         if k in changes:
             changes[k] = _coerce_layers(changes[k])
     model = changes.get("model", base.model)

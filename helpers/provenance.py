@@ -112,7 +112,7 @@ def expected(p: Profile, artifact: str) -> dict:
     if artifact == "sample":
         return sampling.sample_key(p.layers, p.seed, images_key(*selection(p, "sample")), model_id(p))
     if artifact == "bases":
-        return bases.bases_key(p.layers, require(p, "sample")["hash"])
+        return bases.bases_key(p.layers, require(p, "sample")["hash"], p.bases, bases.learned_settings(p))
     if artifact == "index":
         sample = require(p, "sample")["hash"] if p.index_kind == "ivf" else None
         return search.index_key(p.layers, images_key(*selection(p, "eval")), model_id(p),

@@ -169,3 +169,59 @@ def test_a_constant_layer_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"layer 'head' is constant over the sample \(6 vectors, variance 0\).*"
                                          r"Leave it out of layers"):
         B.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["head"])
+
+
+# -- Fig. 5 for any basis: the variance explained by the top k vectors ----------------------------------------
+
+def _brute_curve(basis, X):
+    """R²(k) by reconstructing the data from the top k codes, one k at a time (the definition, no algebra)."""
+    c = X - basis.mean_
+    z = basis.transform(X) - basis.code_mean_
+    total = (c ** 2).sum()
+    return np.array([1 - ((c - z[:, :k] @ basis.components_[:k]) ** 2).sum() / total
+                     for k in range(1, len(basis.components_) + 1)])
+
+
+def test_the_pca_curve_is_the_cumulative_explained_variance_ratio():
+    from helpers.bases import explained_curve
+
+    X = _data(d=30).astype(np.float32)
+    pca, neuron = PCABasis().fit(X), NeuronBasis().fit(X)
+    np.testing.assert_allclose(explained_curve(pca, X, chunk_size=700), np.cumsum(pca.explained_variance_ratio_),
+                               atol=1e-6)
+    shares = np.sort(X.astype(np.float64).var(axis=0))[::-1] / X.astype(np.float64).var(axis=0).sum()
+    np.testing.assert_allclose(explained_curve(neuron, X, chunk_size=700), np.cumsum(shares), atol=1e-6)
+
+
+class _Skewed:
+    """A non-orthogonal basis with a linear encoder and non-zero code means (like ICA, shifted)."""
+
+    def __init__(self, X, K, seed=0):
+        rng = np.random.default_rng(seed)
+        W = rng.standard_normal((K, X.shape[1]))
+        self.components_ = W / np.linalg.norm(W, axis=1, keepdims=True)
+        self.mean_ = X.mean(0)
+        self.encoder_ = np.linalg.pinv(self.components_).T
+        self.code_mean_ = (X @ self.encoder_.T).mean(0)
+
+    def transform(self, X):
+        return np.asarray(X, np.float64) @ self.encoder_.T
+
+
+def test_the_curve_of_a_non_orthogonal_basis_equals_reconstructing_from_the_top_k():
+    from helpers.bases import explained_curve
+
+    X = _data(n=1500, d=12)
+    basis = _Skewed(X, K=8)
+    np.testing.assert_allclose(explained_curve(basis, X, chunk_size=400), _brute_curve(basis, X), atol=1e-9)
+    relu = np.maximum(X - 50, 0)  # the relu flag: the basis reconstructs relu(X)
+    basis = _Skewed(relu, K=6, seed=1)
+    np.testing.assert_allclose(explained_curve(basis, X - 50, relu=True), _brute_curve(basis, relu), atol=1e-9)
+
+
+def test_curve_counts_say_where_a_curve_never_reaches_a_level():
+    from helpers.bases import curve_counts
+
+    assert curve_counts([0.5, 0.85, 0.995]) == [2, 3]
+    assert curve_counts([0.5, 0.7]) == [None, None]
+    assert curve_counts([0.3, 0.9, 1.0]) == [2, 3]
