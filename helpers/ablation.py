@@ -6,6 +6,13 @@ and every token of a ViT, the class token too) by ``a - V_S V_Sᵀ (a - mean)``:
 the coefficients along S are set to those of the mean. For the neuron basis
 this sets the neurons in S to their mean.
 
+Any basis (:class:`Removal`): ``a - (z_S(a) - b_S) W_S`` with its codes ``z``,
+its unit directions ``W`` and ``b`` its ``baseline_``: the codes' mean for
+PCA, neurons, ICA and NMF (whose codes are those of ``relu(a)``, removed
+before the ReLU that follows), zero for the SAE — its reconstruction with
+those latents zeroed plus its reconstruction error. Removing nothing leaves
+``a`` exactly.
+
 :func:`ablate` does it with a forward hook (always removed). :func:`sweep`
 measures many settings cheaply. The network is cut where its family says
 (:func:`helpers.architectures.split`): the part before the layer (or before
@@ -49,6 +56,81 @@ def project_out(a: torch.Tensor, V: torch.Tensor, mean: torch.Tensor) -> torch.T
     return a - ((a - mean) @ V.T) @ V
 
 
+class Removal:
+    """Remove the vectors ``which`` of a fitted basis from activation rows: ``a - (z_S(a) - b_S) W_S``.
+
+    Parameters
+    ----------
+    basis : fitted basis
+        ``components_`` (K, d), ``baseline_`` (K,; zeros if absent) and either a
+        linear ``encoder_`` (K, d) with ``mean_`` (PCA, neurons, ICA; orthonormal rows
+        without ``encoder_`` are their own) or ``encode`` (NMF, SAE: their codes are
+        computed in full, then the columns of S taken).
+    which : sequence of int
+        Indices of the removed vectors.
+    cache : dict, optional
+        Shared by the removals of one basis in a sweep: a nonlinear encoder's
+        codes of the last rows seen, reused while the rows are equal (every
+        setting of a batch removes from the same activations), so NMF's solver
+        and the SAE's encoder run once per batch, not once per setting.
+
+    Calling it on rows (m, d) returns new rows; with nothing to remove, an exact copy.
+    """
+
+    def __init__(self, basis, which, cache: dict | None = None):
+        which = np.asarray(which, dtype=np.int64).reshape(-1)
+        self.basis, self.which, self.codes = basis, which, {} if cache is None else cache
+        self.linear = hasattr(basis, "encoder_") or not hasattr(basis, "encode")
+        W = np.asarray(basis.components_)
+        baseline = getattr(basis, "baseline_", None)
+        self._arrays = {"W": W[which], "b": np.zeros(len(which)) if baseline is None else np.asarray(baseline)[which]}
+        if self.linear:  # orthonormal rows without an encoder_ are their own encoder
+            E = np.asarray(getattr(basis, "encoder_", W))
+            self._arrays.update(E=E[which], mean=np.asarray(basis.mean_))
+        self._cache = {}
+
+    @classmethod
+    def orthonormal(cls, V, mean) -> "Removal":
+        """The removal of orthonormal rows ``V`` (k, d) around ``mean`` (d,): ``a - ((a - mean) V_Sᵀ) V_S``."""
+        V = np.asarray(V).reshape(-1, np.asarray(mean).shape[-1])
+        return cls(_Rows(V, mean), np.arange(len(V)))
+
+    def __len__(self) -> int:
+        return len(self.which)
+
+    def _tensors(self, rows) -> dict:
+        where = (rows.device, rows.dtype)
+        if where not in self._cache:
+            self._cache[where] = {k: torch.as_tensor(np.asarray(v), dtype=rows.dtype, device=rows.device)
+                                  for k, v in self._arrays.items()}
+            self._cache[where]["which"] = torch.as_tensor(self.which, device=rows.device)
+        return self._cache[where]
+
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        if len(self) == 0:
+            return rows.clone()
+        t = self._tensors(rows)
+        if self.linear:
+            z = (rows - t["mean"]) @ t["E"].T
+        else:
+            z = self._encoded(rows)[:, t["which"]]
+        return rows - (z - t["b"]) @ t["W"]
+
+    def _encoded(self, rows):
+        last = self.codes.get("rows")
+        if last is None or last.shape != rows.shape or last.dtype != rows.dtype or not torch.equal(last, rows):
+            self.codes.update(rows=rows.clone(), codes=self.basis.encode(rows))
+        return self.codes["codes"]
+
+
+class _Rows:
+    """Orthonormal rows seen as a basis (for :meth:`Removal.orthonormal`)."""
+
+    def __init__(self, V, mean):
+        self.components_ = self.encoder_ = np.asarray(V)
+        self.mean_, self.baseline_ = np.asarray(mean), np.zeros(len(V))
+
+
 def _site(model, layer: str) -> architectures.Site:
     """A site to write through (the output format is read from the output itself)."""
     path = architectures.resolve(model, [layer])[layer]
@@ -56,18 +138,22 @@ def _site(model, layer: str) -> architectures.Site:
 
 
 @contextmanager
-def ablate(model, layer: str, V, mean):
+def ablate(model, layer: str, V, mean=None):
     """Mean-ablate the rows of ``V`` (k, d) at ``layer``'s output while inside.
 
-    ``V`` holds orthonormal basis vectors (``components_[S]``), ``mean`` (d,)
-    the sample mean; ``k = 0`` leaves the output unchanged, bit for bit.
+    ``V`` holds orthonormal basis vectors (``components_[S]``) and ``mean`` (d,)
+    the sample mean, or ``V`` is a :class:`Removal` (any basis; ``mean`` unused);
+    removing nothing leaves the output unchanged, bit for bit.
     """
     site = _site(model, layer)
     module = model.get_submodule(site.path)
+    removal = V if isinstance(V, Removal) else None
 
     def hook(mod, args, out):
         if len(V) == 0:
             return None  # output unchanged, bit for bit
+        if removal is not None:
+            return site.apply(out, lambda rows, g: removal(rows))
         x = out[0] if isinstance(out, (tuple, list)) else out
         d = x.shape[1] if x.ndim == 4 else x.shape[-1]
         v = torch.as_tensor(np.asarray(V), dtype=x.dtype, device=x.device).reshape(-1, d)
@@ -106,8 +192,16 @@ def count_grid(d: int, dense: bool, extra=()) -> list[int]:
 
 
 def settings(components: dict, counts: list[int]) -> list[tuple]:
-    """``(basis, order, n)`` for every basis, order and count (the rows of ``ablation.csv``)."""
-    return [(basis, order, n) for basis in components for order in ("descending", "ascending") for n in counts]
+    """``(basis, order, n)`` for every basis, order and count up to its number of vectors (``ablation.csv``)."""
+    return [(basis, order, n) for basis, c in components.items() for order in ("descending", "ascending")
+            for n in counts if n <= len(c.components_ if hasattr(c, "components_") else c)]
+
+
+def _complete(c, d: int) -> bool:
+    """Whether removing every vector of ``c`` removes the same as removing every PC: an orthonormal basis of d."""
+    from .bases import _Basis
+
+    return isinstance(c, np.ndarray | _Basis) and len(c.components_ if hasattr(c, "components_") else c) == d
 
 
 def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, indices=None,
@@ -117,9 +211,11 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
     Parameters
     ----------
     components : dict
-        ``{basis: ndarray of shape (d, d)}``, rows by descending variance.
+        ``{basis: ndarray of shape (d, d)}`` (orthonormal rows by descending variance,
+        removed around ``mean``) or ``{basis: fitted basis}`` (any basis, see :class:`Removal`).
     mean : ndarray of shape (d,)
     counts : list of int
+        Numbers of removed vectors; each basis takes those up to its number of vectors.
     **kw
         Passed to :func:`accuracies` (``batch_size``, ``max_rows``, ``device``, ``skip_bad``, ``bad`` ...).
 
@@ -128,19 +224,28 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
     list of dict with the keys of ``FIELDS``.
     """
     todo = settings(components, counts)
-    V = {b: np.asarray(c) for b, c in components.items()}
-    d = len(next(iter(V.values())))
-    key = {t: "none" if t[2] == 0 else "all" if t[2] == d else t for t in todo}  # identical ablations
+    d = len(np.asarray(mean))
+    complete = {b for b, c in components.items() if _complete(c, d)}
+    key = {t: "none" if t[2] == 0 else "all" if t[2] == d and t[0] in complete else t
+           for t in todo}  # identical ablations
     unique = list(dict.fromkeys(key.values()))
-    first = next(iter(V))
+    first = next(iter(complete or components))
+
+    caches = {basis: {} for basis in components}
+
+    def removal(basis, which):
+        c = components[basis]
+        return (Removal(c, which, caches[basis]) if hasattr(c, "components_")
+                else Removal.orthonormal(np.asarray(c)[which], mean))
 
     def rows_of(k):
         if k == "none":
-            return V[first][:0]
+            return removal(first, [])
         if k == "all":
-            return V[first]
+            return removal(first, np.arange(d))
         basis, order, n = k
-        return V[basis][:n] if order == "descending" else V[basis][len(V[basis]) - n:]
+        K = len(components[basis].components_ if hasattr(components[basis], "components_") else components[basis])
+        return removal(basis, np.arange(n) if order == "descending" else np.arange(K - n, K))
 
     top1 = accuracies(model, dataset, layer, [rows_of(k) for k in unique], mean, indices=indices, **kw)
     accuracy = dict(zip(unique, top1))
@@ -156,8 +261,9 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
 
     Parameters
     ----------
-    ablations : list of ndarray of shape (k, d)
-        Orthonormal rows to ablate, one array per setting (``k = 0``: unablated).
+    ablations : list of Removal or ndarray of shape (k, d)
+        One per setting: a :class:`Removal`, or orthonormal rows removed around
+        ``mean`` (``k = 0``: unablated).
     mean : ndarray of shape (d,)
     max_rows : int
         Most images stacked into one suffix call (settings x batch); larger stacks fall out of
@@ -179,8 +285,7 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
         cut = (lambda x: x), model, False
     prefix, suffix, at_cut = cut
     module = model.get_submodule(site.path)
-    V = [torch.as_tensor(np.asarray(v), dtype=torch.float32, device=device) for v in ablations]
-    m = torch.as_tensor(np.asarray(mean), dtype=torch.float32, device=device)
+    V = [v if isinstance(v, Removal) else Removal.orthonormal(v, mean) for v in ablations]
     correct = np.zeros(len(V), dtype=np.int64)
     total = 0
     batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
@@ -197,7 +302,7 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
             chunk = V[start:start + group]
 
             def fn(rows, g, chunk=chunk):
-                return project_out(rows, chunk[g].to(rows.dtype), m.to(rows.dtype))
+                return chunk[g](rows)
 
             # a new tensor per setting: the suffix may start with an in-place ReLU
             stacked = torch.cat([h] * len(chunk))
@@ -240,9 +345,14 @@ def layer_counts(bases: dict, dense: bool) -> dict:
 
     out = {}
     for layer, fitted in bases.items():
-        d = len(next(iter(fitted.values())).components_)
-        extra = [k for b in fitted.values() for k in variance_counts(b.explained_variance_ratio_)]
-        out[layer] = count_grid(d, dense, extra=extra)
+        d = len(next(iter(fitted.values())).mean_)
+        grid = set(count_grid(d, dense, extra=[k for b in fitted.values()
+                                                for k in variance_counts(b.explained_variance_ratio_)
+                                                if k is not None and k <= d]))
+        for b in fitted.values():  # bases of another size: up to their own number of vectors
+            K = len(b.components_)
+            grid |= {K} | ({c for c in count_grid(K, dense) if c > d} if K > d else set())
+        out[layer] = sorted(grid)
     return out
 
 
@@ -283,10 +393,9 @@ def _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw) -> d
         if layer in done:
             continue
         fitted = bases[layer]
-        components = {basis: f.components_ for basis, f in fitted.items()}
-        mean = next(iter(fitted.values())).mean_
+        mean = fitted["pca"].mean_ if "pca" in fitted else next(iter(fitted.values())).mean_
         found = []
-        rows = sweep_layer(model, dataset, layer, components, mean, counts[layer], indices=indices,
+        rows = sweep_layer(model, dataset, layer, fitted, mean, counts[layer], indices=indices,
                            skip_bad=skip_bad, bad=found, **kw)
         if not bad:
             bad = found  # every layer reads the same images: record them once

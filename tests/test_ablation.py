@@ -266,3 +266,52 @@ def test_every_family_sweeps_what_full_forward_passes_under_ablate_give(family, 
     assert min(lowest) < 1.0, "ablation changed no prediction: the test would not see a wrong sweep"
     fell_back = "do not compose to its output" in caplog.text
     assert fell_back == (family == "mismatched layout")
+
+
+@pytest.fixture(scope="module")
+def every_basis(mini):
+    """Every kind of basis fitted on mini_alexnet's conv3 (pre-ReLU, 64 channels) over random images."""
+    from helpers.bases import NeuronBasis, PCABasis
+    from helpers.factor import ICABasis, NMFBasis
+    from helpers.sae import SAEBasis
+
+    got = []
+    handle = mini.get_submodule("features.6").register_forward_hook(lambda m, a, out: got.append(out.clone()))
+    with torch.no_grad():
+        mini(torch.randn(48, 1, 28, 28, generator=torch.Generator().manual_seed(3)))
+    handle.remove()
+    X = got[0].permute(0, 2, 3, 1).reshape(-1, 64).numpy()
+    pca = PCABasis().fit(X)
+    return X, {"pca": pca, "neuron": NeuronBasis().fit(X), "ica": ICABasis(8).fit(X, pca=pca),
+               "nmf": NMFBasis(8).fit(X), "sae": SAEBasis(128, 8, epochs=2, batch_size=256).fit(X)}
+
+
+@pytest.mark.parametrize("kind", ["pca", "neuron", "ica", "nmf", "sae"])
+def test_removing_nothing_leaves_the_logits_bit_for_bit_for_every_basis(mini, every_basis, kind):
+    _, fitted = every_basis
+    x = torch.randn(5, 1, 28, 28)
+    data = RandomImages(12, (1, 28, 28), seed=4)
+    with torch.no_grad():
+        plain = mini(x)
+        with ablation.ablate(mini, "conv3", ablation.Removal(fitted[kind], [])):
+            same = mini(x)
+    torch.testing.assert_close(plain, same, rtol=0, atol=0)
+    unablated = ablation.accuracies(mini, data, "conv3", [np.zeros((0, 64))], np.zeros(64), batch_size=5)
+    removed = ablation.accuracies(mini, data, "conv3", [ablation.Removal(fitted[kind], [])], None, batch_size=5)
+    assert removed.tolist() == unablated.tolist()
+
+
+@pytest.mark.parametrize("kind", ["pca", "ica", "nmf", "sae"])
+def test_a_removal_is_the_codes_of_the_removed_vectors_taken_out(every_basis, kind):
+    """``a - (z_S - b_S) W_S`` against the basis' own numpy transform; the SAE zeroes latents (b = 0)."""
+    X, fitted = every_basis
+    b, S = fitted[kind], [0, 2, 5]
+    z = b.transform(X)[:, S]
+    expect = X - (z - np.asarray(b.baseline_)[S]) @ b.components_[S]
+    got = ablation.Removal(b, S)(torch.from_numpy(X).double()).numpy()
+    np.testing.assert_allclose(got, expect, atol=1e-6 * np.abs(X).max())
+    if kind == "sae":
+        assert not np.asarray(b.baseline_).any()
+        everything = ablation.Removal(b, np.arange(len(b.components_)))(torch.from_numpy(X).double()).numpy()
+        error = X - b.inverse_transform(b.transform(X))  # all latents zeroed: the offset plus the SAE's error
+        np.testing.assert_allclose(everything, b.offset_ + error, atol=1e-6 * np.abs(X).max())
