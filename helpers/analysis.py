@@ -21,7 +21,9 @@ from .study import CODE as PARTICIPANT
 from .study import FIELDS, MADE_BY
 
 OBSERVERS = ("human", "machine")
-BASES = ("pca", "neuron")
+BASES = ("pca", "neuron", "ica", "nmf", "sae")  # the order of helpers.bases.KINDS
+PAIR = ("pca", "neuron")
+"""The paired tests compare the paper's two bases; the accuracy table has every basis answered."""
 POSITIONS = ("top", "bottom")
 INPUTS = ("key", "button", "machine")
 SESSION_COLUMNS = ["participant", "observer", "n_answered", "n_trials", "complete"]
@@ -225,7 +227,7 @@ def accuracy_table(responses):
     -------
     DataFrame
         Columns observer, layer, basis, n, accuracy, sem; layers in stimuli
-        order, pca before neuron.
+        order, bases in the order of ``helpers.bases.KINDS`` (pca before neuron).
     """
     tables = []
     for label, kind, rows in _observers(responses):
@@ -239,7 +241,7 @@ def _pairs(rows, kind: str):
     """PCA and neuron outcome side by side: per participant (humans) or per component rank (machine)."""
     unit, values = _units(rows, kind)
     wide = values.pivot_table(index=["layer", unit], columns="basis", values="accuracy", observed=True)
-    return wide.reindex(columns=list(BASES)).dropna().reset_index()
+    return wide.reindex(columns=list(PAIR)).dropna().reset_index()
 
 
 def _wilcoxon(pairs) -> dict:
@@ -292,6 +294,6 @@ def paired_tests(responses):
             continue
         for layer, layer_pairs in pairs.groupby("layer", observed=True):
             rows.append({"observer": label, "layer": str(layer), **_summary(layer_pairs, test)})
-        overall = pairs.groupby("participant")[list(BASES)].mean() if kind == "human" else pairs
+        overall = pairs.groupby("participant")[list(PAIR)].mean() if kind == "human" else pairs
         rows.append({"observer": label, "layer": "all", **_summary(overall, test)})
     return pd.DataFrame(rows, columns=TEST_COLUMNS)

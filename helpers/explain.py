@@ -1,10 +1,12 @@
 """Explain a model's units by compositional formulas (08): probe set, unit maps, search, importance.
 
-The units of a layer are the top ``n`` principal components (each sign its own
-unit: a PC's sign is arbitrary) and the top ``n`` neurons by variance (or all
-neurons). A PC unit's map is the projection of the centred activations on its
-direction at every position, a neuron's its own channel (a constant shift
-changes no mask: bilinear weights sum to one). Layers without a spatial map
+The units of a layer are the top ``n`` vectors of each basis the profile
+fitted (setting ``bases``): principal components and ICs (each sign its own
+unit: their sign is arbitrary), neurons by variance (or all neurons), NMF
+components and SAE latents. A unit's map is its basis' code at every position:
+the projection of the centred activations on a PC, a neuron's own channel
+(centred: a constant shift changes no mask, bilinear weights sum to one), a
+latent's activation. Layers without a spatial map
 (fc layers, a classifier head) are skipped: every concept would cover whole
 images, which is classification, not dissection.
 
@@ -31,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import architectures, compositional as comp, keys, store
-from .ablation import accuracies
+from .ablation import Removal, accuracies
 from .batches import Batches
 from .data import example, images_key, select
 from .models import get_device
@@ -107,21 +109,23 @@ def probe(p):
 
 
 def units(fitted: dict, n: int, all_neurons: bool = False) -> list[dict]:
-    """The units of one layer: ``{"basis", "component" (1-based rank), "sign", "neuron", "direction", "map"}``.
+    """The units of one layer: ``{"basis", "component" (1-based rank), "sign", "neuron", "map"}``.
 
-    ``fitted``: ``{"pca": PCABasis, "neuron": NeuronBasis}`` (pre-ReLU); ``map``
-    numbers the distinct directions (both signs of a PC share one map).
+    ``fitted``: ``{basis: fitted basis}`` of the layer (:func:`helpers.bases.layer_bases`);
+    the top ``n`` vectors of each (every neuron with ``all_neurons``). A basis
+    whose codes take both signs (PCA, ICA: :data:`helpers.bases.KINDS`) gives two
+    units per vector, which share one ``map`` (the maps are numbered in order).
     """
-    out = []
-    pca, neuron = fitted["pca"], fitted["neuron"]
-    n_pcs = min(n, len(pca.components_))
-    for j in range(n_pcs):
-        for sign in (1, -1):
-            out.append({"basis": "pca", "component": j + 1, "sign": sign, "neuron": -1,
-                        "direction": pca.components_[j], "map": j})
-    for j in range(len(neuron.components_) if all_neurons else min(n, len(neuron.components_))):
-        out.append({"basis": "neuron", "component": j + 1, "sign": 1, "neuron": int(neuron.order_[j]),
-                    "direction": neuron.components_[j], "map": n_pcs + j})
+    from .bases import KINDS
+
+    out, at = [], 0
+    for basis, b in fitted.items():
+        K = len(b.components_)
+        for j in range(K if basis == "neuron" and all_neurons else min(n, K)):
+            for sign in (1, -1) if KINDS[basis].signed else (1,):
+                out.append({"basis": basis, "component": j + 1, "sign": sign, "map": at,
+                            "neuron": int(b.order_[j]) if basis == "neuron" else -1})
+            at += 1
     return out
 
 
@@ -143,47 +147,50 @@ def map_layers(model, layers, images, indices) -> tuple[list, list]:
 
 
 @torch.no_grad()
-def unit_maps(model, images, indices, layer: str, directions, means, out, *, batch_size: int = 256,
+def unit_maps(model, images, indices, layer: str, encoders, out, *, batch_size: int = 256,
               num_workers: int = 0, device=None) -> np.ndarray:
     """Write every unit's map over the probe images into ``out`` (memmap (K, n, h, w) float32).
 
-    ``directions`` (K, d), ``means`` (K,): a unit's map is ``a · direction − mean``
-    at every position.
+    ``encoders``: ``[(basis, columns), ...]``; a unit's map is its code
+    (``basis.encode``) at every position, the maps in the order of the pairs
+    and their columns (K in all).
     """
     device = get_device(device)
     model = model.eval().to(device)
     site = architectures.sites(model, [layer], example(images, indices).to(device))
-    Wm = torch.as_tensor(np.asarray(directions), dtype=torch.float32, device=device)
-    bm = torch.as_tensor(np.asarray(means), dtype=torch.float32, device=device)
     at = 0
     batches = Batches(images, indices, batch_size, num_workers, device)
     with capture(model, site, stop_after=layer) as got:
         for x, _, _ in tqdm(batches, desc=f"unit maps {layer}", leave=False):
             forward_until(model, x.to(device))
             a = got[layer].float()
-            m = torch.einsum("bchw,kc->kbhw", a, Wm) - bm[:, None, None, None]
+            rows = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1])
+            codes = torch.cat([basis.encode(rows)[:, list(cols)] for basis, cols in encoders], dim=1)
+            m = codes.T.reshape(-1, len(a), a.shape[2], a.shape[3])
             out[:, at:at + len(a)] = m.cpu().numpy()
             at += len(a)
     return out
 
 
-def explain_layer(model, images, indices, index, concepts, layer, unit_list, mean, scratch, *, p,
+def explain_layer(model, images, indices, index, concepts, layer, unit_list, fitted, scratch, *, p,
                   ablation_images, ablation_indices, device=None) -> tuple[list, dict]:
     """Rows of ``units.csv`` and the examples of one layer (see the module docstring).
 
     ``index``: the probe set's :class:`~helpers.compositional.ConceptIndex`, made
-    from ``concepts`` (the probe images' concepts, in order); ``mean`` (d,): the sample mean (PC maps are
-    centred; the mean-ablation uses it); ``scratch``: the temporary maps file.
+    from ``concepts`` (the probe images' concepts, in order); ``fitted``: the
+    layer's bases (their codes are the maps; the ablation removes one vector,
+    :class:`~helpers.ablation.Removal`); ``scratch``: the temporary maps file.
     """
     device = get_device(device)
     model = model.eval().to(device)
     plus = [u for u in unit_list if u["sign"] == 1]  # one per map, in map order
-    directions = np.stack([u["direction"] for u in plus])
-    offsets = np.array([float(mean @ u["direction"]) if u["basis"] == "pca" else 0.0 for u in plus])
+    encoders = {}
+    for u in plus:
+        encoders.setdefault(u["basis"], []).append(u["component"] - 1)
     _, h, w = architectures.sites(model, [layer], example(images, indices).to(device))[layer].shape
     maps = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(plus), len(indices), h, w))
-    unit_maps(model, images, indices, layer, directions, offsets, maps, batch_size=p.batch_size,
-              num_workers=p.num_workers, device=device)
+    unit_maps(model, images, indices, layer, [(fitted[b], cols) for b, cols in encoders.items()], maps,
+              batch_size=p.batch_size, num_workers=p.num_workers, device=device)
     rows, examples, names = [], {"image": [], "mask": [], "formula_mask": []}, concepts.names
     for u in tqdm(unit_list, desc=f"explain {layer}", leave=False):
         values = maps[u["map"]] * u["sign"]
@@ -204,9 +211,13 @@ def explain_layer(model, images, indices, index, concepts, layer, unit_list, mea
         examples["formula_mask"].append(np.stack([formula_mask(concepts, i, best.formula) for i in image]))
     del maps
     Path(scratch).unlink()
-    top1 = accuracies(model, ablation_images, layer, [directions[:0]] + [d[None] for d in directions], mean,
-                      indices=ablation_indices, batch_size=p.batch_size, num_workers=p.num_workers,
-                      device=device, desc=f"ablate units of {layer}")
+    first = next(iter(fitted.values()))
+    caches = {basis: {} for basis in fitted}
+    removals = [Removal(first, [])] + [Removal(fitted[u["basis"]], [u["component"] - 1], caches[u["basis"]])
+                                       for u in plus]
+    top1 = accuracies(model, ablation_images, layer, removals, None, indices=ablation_indices,
+                      batch_size=p.batch_size, num_workers=p.num_workers, device=device,
+                      desc=f"ablate units of {layer}")
     for r in rows:
         r["top1"], r["top1_unablated"] = float(top1[r.pop("map") + 1]), float(top1[0])
     return rows, {k: np.stack(v) for k, v in examples.items()}
@@ -242,7 +253,7 @@ def explain(model, p, fitted: dict, folder=None, device=None) -> list[dict]:
     model : torch.nn.Module
     p : Profile
     fitted : dict
-        ``{layer: {"pca": PCABasis, "neuron": NeuronBasis}}`` (pre-ReLU).
+        ``{layer: {basis: fitted basis}}`` (:func:`helpers.bases.layer_bases`).
     folder : path, optional
         The artifact (default ``p.artifact("compositional")``).
 
@@ -276,7 +287,7 @@ def _explain(b, model, p, fitted, layers, skipped, images, indices, concepts, ab
             continue
         unit_list = units(fitted[layer], p.n_explain or p.n_study, p.explain_all_neurons)
         rows, examples = explain_layer(model, images, indices, index, concepts, layer, unit_list,
-                                       fitted[layer]["pca"].mean_, b.partial / "maps.tmp.npy", p=p,
+                                       fitted[layer], b.partial / "maps.tmp.npy", p=p,
                                        ablation_images=ablation_images, ablation_indices=ablation_indices,
                                        device=device)
         _write(b.partial / f"{layer}.csv", rows)

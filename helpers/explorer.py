@@ -1,6 +1,6 @@
 """An ipywidgets panel to browse any basis vector's grid, like the authors' web demo.
 
-Pick profile, layer, basis and component (1 … d, descending variance); the grid
+Pick profile, layer, basis (those the profile fitted) and component (1 … d, by importance); the grid
 and its explained-variance ratio appear, computed live from the profile's
 artifacts (01–03), with the unit's compositional explanation when 08 ran. It
 opens on the first layer's top PC; a profile without artifacts says so before
@@ -15,7 +15,7 @@ from .data import example, load_dataset
 from .explain import describe, formulas
 from .models import load_model
 from .receptive import receptive_fields
-from .visualize import BASES, Visualizer, grid_png
+from .visualize import Visualizer, grid_png
 
 
 def visualizer_for(profile) -> Visualizer:
@@ -59,7 +59,7 @@ def explorer(profiles=("quick", "smoke", "paper"), profile=None, **overrides):
     cache = {}
     pick_profile = w.Dropdown(options=names, value=first, description="profile")
     pick_layer = w.Dropdown(description="layer")
-    pick_basis = w.ToggleButtons(options=list(BASES), description="basis")
+    pick_basis = w.ToggleButtons(options=["pca"], description="basis")
     pick_comp = w.BoundedIntText(value=1, min=1, max=1, description="component")
     label, picture = w.HTML(), w.Image(format="png", layout=w.Layout(display="none"))
 
@@ -85,20 +85,26 @@ def explorer(profiles=("quick", "smoke", "paper"), profile=None, **overrides):
 
     def on_profile(_=None):
         try:
-            layers = list(settings().layers)
+            p = settings()
         except (ValueError, FileNotFoundError) as e:
             fail(e)
             return
-        pick_layer.unobserve(on_show, names="value")
-        pick_layer.options = layers
-        pick_layer.value = layers[0]
-        pick_layer.observe(on_show, names="value")
+        for widget in (pick_layer, pick_basis):
+            widget.unobserve(on_show, names="value")
+        pick_layer.options, pick_basis.options = list(p.layers), list(p.bases)
+        pick_layer.value, pick_basis.value = p.layers[0], p.bases[0]
+        for widget in (pick_layer, pick_basis):
+            widget.observe(on_show, names="value")
         on_show()
 
     def on_show(_=None):
         try:
             vis = current()
-            d = len(vis.layer(pick_layer.value)["bases"][pick_basis.value].components_)
+            fitted = vis.layer(pick_layer.value)["bases"]
+            if pick_basis.value not in fitted:
+                raise ValueError(f"{pick_layer.value} has no {pick_basis.value} basis (NMF needs a ReLU after "
+                                 f"the layer); it has {', '.join(fitted)}.")
+            d = len(fitted[pick_basis.value].components_)
             pick_comp.max = d
             g = vis.grid(pick_layer.value, pick_basis.value, min(pick_comp.value, d) - 1)
         except (FileNotFoundError, ValueError) as e:

@@ -7,11 +7,21 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-CURVE_STYLE = {
-    "pca_pre_relu": dict(color="tab:blue", ls="-", label="PCA (pre-ReLU)"),
-    "pca_post_relu": dict(color="tab:blue", ls="--", label="PCA (post-ReLU)"),
-    "neuron_pre_relu": dict(color="tab:orange", ls="-", label="neurons (pre-ReLU)"),
-}
+COLOURS = {"pca": "tab:blue", "neuron": "tab:orange", "ica": "tab:green", "nmf": "tab:purple", "sae": "tab:red"}
+"""One colour per basis, in every figure."""
+
+
+def _label(basis: str) -> str:
+    from .bases import KINDS
+
+    return KINDS[basis].label if basis in KINDS else basis
+
+
+def curve_style(curve: str) -> dict:
+    """Colour, line and label of a Fig. 5 curve ``<basis>_<pre|post>_relu``."""
+    basis, stage = curve.split("_")[0], curve.split("_")[1]
+    return dict(color=COLOURS.get(basis, "0.3"), ls="--" if basis == "pca" and stage == "post" else "-",
+                label=f"{_label(basis)} ({stage}-ReLU)")
 
 
 def save(fig, path) -> list[Path]:
@@ -45,52 +55,56 @@ def _panels(n: int, ncols: int = 4, size=(3.2, 2.8)):
     return fig, axes.flat
 
 
-def explained_variance(ratios: dict, thresholds=(0.8, 0.99)):
-    """Fig. 5: cumulative explained-variance ratio vs number of basis vectors.
+def explained_variance(curves: dict, thresholds=(0.8, 0.99)):
+    """Fig. 5: variance explained by the top k basis vectors vs k, every basis in one panel per layer.
 
     Parameters
     ----------
-    ratios : dict
-        ``{layer: {curve: ndarray of shape (d,)}}`` explained-variance ratios
-        in descending order, curves named as in ``CURVE_STYLE``.
+    curves : dict
+        ``{layer: {curve: ndarray of shape (K,)}}``: R² of the reconstruction
+        from the top k vectors, k = 1 … K (:func:`helpers.bases.explained_curve`;
+        for PCs the cumulative explained-variance ratio), curves named
+        ``<basis>_<pre|post>_relu``.
     thresholds : tuple of float
         Levels whose counts are marked and labelled.
     """
-    from .bases import counts
+    from .bases import curve_counts
 
-    fig, axes = _panels(len(ratios))
-    for ax, (layer, curves) in zip(axes, ratios.items()):
-        for curve, ratio in curves.items():
-            style = CURVE_STYLE[curve]
-            cum = np.cumsum(ratio)
-            k = np.arange(1, len(cum) + 1)
-            ax.plot(k, cum, color=style["color"], ls=style["ls"], label=style["label"])
-            ks = counts(ratio, thresholds)
-            ax.scatter(ks, cum[np.array(ks) - 1], color=style["color"], s=14, zorder=3)
+    fig, axes = _panels(len(curves))
+    for ax, (layer, found) in zip(axes, curves.items()):
+        for curve, values in found.items():
+            style = curve_style(curve)
+            k = np.arange(1, len(values) + 1)
+            ax.plot(k, values, **style)
+            ks = [kk for kk in curve_counts(values, thresholds) if kk is not None]
+            ax.scatter(ks, values[np.array(ks, int) - 1], color=style["color"], s=14, zorder=3)
             for kk in ks:
-                ax.annotate(str(kk), (kk, cum[kk - 1]), textcoords="offset points", xytext=(3, -9),
+                ax.annotate(str(kk), (kk, values[kk - 1]), textcoords="offset points", xytext=(3, -9),
                             fontsize=7, color=style["color"])
         for t in thresholds:
             ax.axhline(t, color="0.8", lw=0.7, zorder=0)
-        ax.set_title(_title(layer, len(cum)), fontsize=9)
+        ax.set_title(_title(layer, len(found["pca_pre_relu"])), fontsize=9)
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("number of basis vectors")
-        ax.set_ylabel("cumulative explained variance")
+        ax.set_ylabel("variance explained by the top k")
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def basis_grids(layer: str, pcs: list, neurons: list):
-    """Figs. 2–4, 16–20: grids of the top PCs (left) and top neurons (right) of one layer.
+def basis_grids(layer: str, shown: dict):
+    """Figs. 2–4, 16–20: grids of the top vectors of each basis of one layer, one column per basis.
 
-    ``pcs`` and ``neurons`` are lists of dicts from ``Visualizer.grid`` (``image``, ``label``).
+    ``shown``: ``{basis: [dicts from Visualizer.grid (image, label)]}`` (the paper: PCs left, neurons right).
     """
-    rows = max(len(pcs), len(neurons))
-    h, w = pcs[0]["image"].shape[:2]
-    fig, axes = plt.subplots(rows, 2, figsize=(2 * 4.2, rows * 4.2 * h / w + 0.6), squeeze=False)
-    for col, grids in enumerate((pcs, neurons)):
+    from .bases import KINDS
+
+    shown = {b: g for b, g in shown.items() if g}
+    rows = max(len(g) for g in shown.values())
+    h, w = next(iter(shown.values()))[0]["image"].shape[:2]
+    fig, axes = plt.subplots(rows, len(shown), figsize=(len(shown) * 4.2, rows * 4.2 * h / w + 0.6), squeeze=False)
+    for col, (basis, grids) in enumerate(shown.items()):
         for row in range(rows):
             ax = axes[row, col]
             ax.axis("off")
@@ -98,8 +112,9 @@ def basis_grids(layer: str, pcs: list, neurons: list):
                 image = grids[row]["image"]
                 ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
                 ax.set_title(grids[row]["label"].split(" ", 1)[1], fontsize=8)
-    axes[0, 0].text(0.5, 1.25, "principal components", transform=axes[0, 0].transAxes, ha="center")
-    axes[0, 1].text(0.5, 1.25, "neurons", transform=axes[0, 1].transAxes, ha="center")
+        title = {"pca": "principal components", "neuron": "neurons"}.get(basis, KINDS[basis].label
+                                                                          if basis in KINDS else basis)
+        axes[0, col].text(0.5, 1.25, title, transform=axes[0, col].transAxes, ha="center")
     fig.suptitle(f"{layer}: targets along each basis vector (columns, low to high), nearest patches (rows)",
                  fontsize=9, y=1.0)
     fig.tight_layout()
@@ -125,14 +140,6 @@ def toy_distance_vs_activation(toy: dict):
     return fig
 
 
-ABLATION_STYLE = {
-    ("pca", "descending"): dict(color="tab:blue", ls="-", label="PCA, descending variance"),
-    ("neuron", "descending"): dict(color="tab:orange", ls="-", label="neurons, descending variance"),
-    ("pca", "ascending"): dict(color="tab:blue", ls="--", label="PCA, ascending variance"),
-    ("neuron", "ascending"): dict(color="tab:orange", ls="--", label="neurons, ascending variance"),
-}
-
-
 def ablation(table):
     """Fig. 6: top-1 accuracy vs number of ablated basis vectors, one panel per layer.
 
@@ -144,13 +151,17 @@ def ablation(table):
     for ax, layer in zip(axes, layers):
         rows = table[table["layer"] == layer]
         original = rows[rows["n_ablated"] == 0]["top1"].iloc[0]
-        for (basis, order), style in ABLATION_STYLE.items():
-            curve = rows[(rows["basis"] == basis) & (rows["order"] == order)].sort_values("n_ablated")
-            ax.plot(curve["n_ablated"], curve["top1"], color=style["color"], ls=style["ls"], label=style["label"])
+        for order in ("descending", "ascending"):
+            for basis in dict.fromkeys(rows["basis"]):
+                curve = rows[(rows["basis"] == basis) & (rows["order"] == order)].sort_values("n_ablated")
+                ax.plot(curve["n_ablated"], curve["top1"], color=COLOURS.get(basis, "0.3"),
+                        ls="-" if order == "descending" else "--", label=f"{_label(basis)}, {order}")
         ax.axhline(original, color="0.4", ls=":", label="original accuracy")
-        d = int(rows["n_ablated"].max())
-        ax.set_xscale("symlog", linthresh=min(16, d))
-        ax.set_xlim(0, d)
+        most = int(rows["n_ablated"].max())
+        pcs = rows[rows["basis"] == "pca"]["n_ablated"]
+        d = int(pcs.max()) if len(pcs) else most
+        ax.set_xscale("symlog", linthresh=min(16, most))
+        ax.set_xlim(0, most)
         ax.set_ylim(0, min(1, original * 1.15))
         ax.set_title(_title(layer, d), fontsize=9)
         ax.set_xlabel("number of ablated basis vectors")
@@ -160,11 +171,17 @@ def ablation(table):
     return fig
 
 
-STUDY_STYLE = {"pca": dict(color="tab:blue", label="PCA"), "neuron": dict(color="tab:orange", label="neurons")}
+def _styles(table) -> dict:
+    """``{basis: dict(color, label)}`` for the bases in ``table["basis"]``, in the order of ``bases.KINDS``."""
+    from .bases import KINDS
+
+    found = set(table["basis"])
+    order = [b for b in KINDS if b in found] + sorted(found - set(KINDS))
+    return {b: dict(color=COLOURS.get(b, "0.3"), label=_label(b)) for b in order}
 
 
 def user_study(table, paper=None):
-    """Fig. 7: user-study accuracy per layer, PCA vs neurons, ± one standard error.
+    """Fig. 7: user-study accuracy per layer and basis (PCA vs neurons in the paper), ± one standard error.
 
     Parameters
     ----------
@@ -186,13 +203,13 @@ def user_study(table, paper=None):
     fig, axes = _panels(len(observers), size=(max(3.2, 0.6 * len(layers) + 1.4), 3.0))
     for ax, observer in zip(axes, observers):
         rows = table[table["observer"] == observer]
-        for basis, style in STUDY_STYLE.items():
+        for basis, style in _styles(table).items():
             curve = rows[rows["basis"] == basis]
             xs, acc, sem = curve["layer"].map(x), curve["accuracy"], curve["sem"].fillna(0)
             ax.plot(xs, acc, marker="o", ms=4, clip_on=False, **style)
             ax.fill_between(xs, (acc - sem).clip(0, 1), (acc + sem).clip(0, 1), color=style["color"], alpha=0.2,
                             lw=0)
-            if paper:
+            if paper and basis in ("pca", "neuron"):
                 shown = [layer for layer in layers if layer in paper]
                 column = 0 if basis == "pca" else 1  # paper[layer] is (pca, neuron)
                 ax.plot([x[layer] for layer in shown], [paper[layer][column] for layer in shown],
@@ -234,13 +251,13 @@ def study_trial(folder, trial: dict, instruction: str):
 
 
 def compositional_iou(table):
-    """IoU of the best formula per layer, PCs vs neurons, ± one standard error (Fig. 7's layout).
+    """IoU of the best formula per layer and basis, ± one standard error (Fig. 7's layout).
 
     ``table``: the columns of ``compositional_explanations.csv``; a PC's two signs are two units.
     """
     layers = list(dict.fromkeys(table["layer"]))
     fig, ax = plt.subplots(figsize=(max(3.6, 0.7 * len(layers) + 1.6), 3.0))
-    for basis, style in STUDY_STYLE.items():
+    for basis, style in _styles(table).items():
         g = table[table["basis"] == basis].groupby("layer", sort=False)["iou"]
         mean, sem = g.mean().reindex(layers), g.sem().reindex(layers).fillna(0)
         ax.plot(range(len(layers)), mean, marker="o", ms=4, clip_on=False, **style)
@@ -263,7 +280,7 @@ def compositional_iou_by_length(table, lengths):
     fig, axes = _panels(len(layers), size=(2.8, 2.5))
     for ax, layer in zip(axes, layers):
         rows = table[table["layer"] == layer]
-        for basis, style in STUDY_STYLE.items():
+        for basis, style in _styles(table).items():
             cols = rows[rows["basis"] == basis][[f"iou_max_length_{k}" for k in lengths]]
             sem = cols.sem().fillna(0).to_numpy()
             ax.errorbar(list(lengths), cols.mean().to_numpy(), yerr=sem, marker="o", ms=3, capsize=2, **style)

@@ -31,7 +31,6 @@ FIGURES = {"fig05_explained_variance": "Fig. 5 · explained variance",
            "fig_compositional_iou": "Compositional explanations · IoU per layer",
            "fig_compositional_iou_by_length": "Compositional explanations · IoU by formula length"}
 """The per-model figures on the second view, in order, with their captions."""
-BASIS_NAMES = {"pca": "PCA", "neuron": "neuron"}
 
 
 def models_found(profile: str, figures_dir=None) -> list[str]:
@@ -42,6 +41,21 @@ def models_found(profile: str, figures_dir=None) -> list[str]:
         entries = json.loads(record.read_text())
         names.extend(e["settings"]["model"] for e in entries.values() if "settings" in e)
     return list(dict.fromkeys(names))
+
+
+def recorded_settings(profile: str, model: str, figures_dir=None) -> dict:
+    """The settings a model's grid figures (04) were made with, from its ``provenance.json``; ``{}`` if none.
+
+    So a site shows a model as it was run (e.g. with ``-p bases=pca,neuron,sae``) without repeating
+    its settings.
+    """
+    base = Path(figures_dir) if figures_dir else ROOT / "figures" / profile
+    record = base / slug(model) / "provenance.json"
+    if not record.exists():
+        return {}
+    made = [e["settings"] for e in json.loads(record.read_text()).values()
+            if e.get("made_by") == "04_visualize" and "settings" in e]
+    return {k: v for k, v in made[-1].items() if k != "name"} if made else {}
 
 
 def _png(src: Path, dst: Path, colours: int | None = None) -> None:
@@ -56,7 +70,7 @@ def _png(src: Path, dst: Path, colours: int | None = None) -> None:
 def model_entry(p, out: Path, say=print) -> dict | None:
     """Export one model's grids and figures into ``out``; its manifest entry (``None`` when not current)."""
     from . import provenance
-    from .bases import load_basis
+    from .bases import KINDS, layer_bases
     from .explain import describe, formulas
     from .visualize import grid_path, label
 
@@ -69,8 +83,7 @@ def model_entry(p, out: Path, say=print) -> dict | None:
     layers = []
     for layer in p.layers:
         bases = {}
-        for basis, curve in (("pca", "pca_pre_relu"), ("neuron", "neuron_pre_relu")):
-            b = load_basis(p.artifact("bases"), layer, curve)
+        for basis, b in layer_bases(p.artifact("bases"), layer, p.bases).items():
             items, j = [], 0
             while grid_path(folder, layer, basis, j).exists():
                 rel = f"images/{here}/{slug(layer)}/{basis}_{j + 1:04d}.png"
@@ -80,7 +93,8 @@ def model_entry(p, out: Path, say=print) -> dict | None:
                               "variance": round(float(b.explained_variance_ratio_[j]), 6),
                               **({"formula": describe(found)} if found else {})})
                 j += 1
-            bases[basis] = {"name": BASIS_NAMES[basis], "d": int(len(b.components_)), "components": items}
+            bases[basis] = {"name": "neuron" if basis == "neuron" else KINDS[basis].label, "d": len(b.mean_),
+                            "vectors": int(len(b.components_)), "components": items}
         layers.append({"name": layer, "bases": bases})
     figures = []
     for name, caption in FIGURES.items():
@@ -95,8 +109,9 @@ def model_entry(p, out: Path, say=print) -> dict | None:
 def export(profile: str = "quick", out=None, models=None, say=print, **overrides) -> Path:
     """Write the site of a profile's models into ``out`` (default ``site/<profile>/``); returns it.
 
-    ``models``: names (default: every model with outputs, :func:`models_found`);
-    ``overrides``: profile settings (e.g. ``data_dir``, ``figures_dir``).
+    ``models``: names (default: every model with outputs, :func:`models_found`); each model's
+    settings are those its grids were made with (:func:`recorded_settings`), then ``overrides``
+    (e.g. ``data_dir``, ``figures_dir``).
     """
     out = Path(out) if out else ROOT / "site" / profile
     names = models or models_found(profile, overrides.get("figures_dir"))
@@ -108,7 +123,8 @@ def export(profile: str = "quick", out=None, models=None, say=print, **overrides
     staging.mkdir(parents=True)
     entries = []
     for name in names:
-        entry = model_entry(load_profile(profile, model=name, **overrides), staging, say)
+        settings = {**recorded_settings(profile, name, overrides.get("figures_dir")), **overrides, "model": name}
+        entry = model_entry(load_profile(profile, **settings), staging, say)
         if entry:
             entries.append(entry)
     if not entries:

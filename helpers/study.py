@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from . import keys, store
-from .visualize import BASES, GRIDS_MADE_BY, grid_path
+from .visualize import GRIDS_MADE_BY, grid_path
 
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"
 SOURCES = ("study",)
@@ -125,7 +125,7 @@ def _write_stimuli(p, b) -> dict:
     (partial / "images").mkdir(exist_ok=True)
     rows, key = [], []
     for layer in p.layers:
-        for basis in BASES:
+        for basis in p.bases:
             for j in range(p.n_study):
                 path = grid_path(p.artifact("grids"), layer, basis, j)
                 if not path.exists():

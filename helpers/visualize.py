@@ -4,6 +4,9 @@ For a basis vector ``v`` of a layer, ``m`` targets ``mean + t * v`` are placed
 with ``t`` evenly spaced from the smallest to the largest projection of the
 sample on ``v``; for each target the ``k`` nearest indexed patches (L2) are
 found, and shown as a grid: columns = targets left to right, rows = neighbours.
+Any basis the same way: ``v`` its unit direction (an SAE's decoder row), ``t``
+over the range of its code less the code's mean, from the layer's pre-ReLU mean
+(NMF's directions, fitted after the ReLU, too).
 """
 from __future__ import annotations
 
@@ -13,36 +16,29 @@ import numpy as np
 from PIL import Image
 
 from . import keys, store
-from .bases import NeuronBasis, load_basis
+from .bases import KINDS, layer_bases
 from .receptive import crop
 from .sampling import open_sample
 from .search import load_index, search
 
-BASES = {"pca": "pca_pre_relu", "neuron": "neuron_pre_relu"}
 GRIDS_MADE_BY = "04_visualize (python -m helpers.run --only 04)"
 SOURCES = ("visualize", "receptive", "architectures")
 
 
 def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest projection of the sample on every basis vector.
+    """Smallest and largest centred code of the sample on every basis vector.
 
-    ``X`` (n, d) is streamed in chunks; memory ``chunk_size * (d + n_components)``
-    float32 plus the basis. For the neuron basis the projections are the
-    centred columns themselves, so no product is needed.
+    The code of a vector is ``basis.transform(x)`` less its mean over the sample
+    (``code_mean_``): the projection on a PC, a neuron's centred activation, a
+    latent's activation less its mean. ``X`` (n, d) is streamed in chunks;
+    memory ``chunk_size * (d + n_components)`` float64 plus the basis.
     Returns two float64 arrays of shape (n_components,).
     """
-    neuron = isinstance(basis, NeuronBasis)
-    V = basis.components_.astype(np.float32)
-    mean = basis.mean_.astype(np.float32)
-    width = X.shape[1] if neuron else len(V)
-    lo, hi = np.full(width, np.inf), np.full(width, -np.inf)
+    zbar = np.asarray(basis.code_mean_, np.float64)
+    lo, hi = np.full(len(zbar), np.inf), np.full(len(zbar), -np.inf)
     for start in range(0, len(X), chunk_size):
-        t = np.asarray(X[start:start + chunk_size], np.float32) - mean
-        if not neuron:
-            t = t @ V.T
+        t = basis.transform(np.asarray(X[start:start + chunk_size])) - zbar
         lo, hi = np.minimum(lo, t.min(0)), np.maximum(hi, t.max(0))
-    if neuron:
-        lo, hi = lo[basis.order_], hi[basis.order_]
     return lo, hi
 
 
@@ -95,9 +91,8 @@ class Visualizer:
         self._layers = {}
 
     def bases(self, layer: str) -> dict:
-        """``{"pca": PCABasis, "neuron": NeuronBasis}`` of a layer."""
-        folder = self.p.artifact("bases")
-        return {b: load_basis(folder, layer, curve, self.keys.get("bases")) for b, curve in BASES.items()}
+        """``{basis: fitted basis}`` of a layer, for each of the profile's ``bases`` it has."""
+        return layer_bases(self.p.artifact("bases"), layer, self.p.bases, self.keys.get("bases"))
 
     def layer(self, layer: str) -> dict:
         if layer not in self._layers:
@@ -115,9 +110,10 @@ class Visualizer:
         Returns a dict: ``image`` (uint8 array), ``t`` (m,), ``locs`` (m, k, 3),
         ``ratio`` (its explained-variance ratio), ``label``.
         """
-        if basis not in BASES:
-            raise ValueError(f"basis={basis!r} is unknown; use one of {list(BASES)}.")
         info = self.layer(layer)
+        if basis not in info["bases"]:
+            raise ValueError(f"basis={basis!r} is not fitted for {layer}; it has {list(info['bases'])} "
+                             "(the setting bases chooses them; NMF needs a ReLU after the layer).")
         b = info["bases"][basis]
         if not 0 <= component < len(b.components_):
             raise ValueError(f"component={component} is out of range for {layer} "
@@ -135,7 +131,7 @@ class Visualizer:
 def label(b, layer: str, basis: str, component: int) -> str:
     """``"conv2 PC 3 (4.1 % of variance)"`` or ``"conv2 neuron 17 (…)"`` for a fitted basis ``b``."""
     ratio = float(b.explained_variance_ratio_[component])
-    name = f"PC {component + 1}" if basis == "pca" else f"neuron {int(b.order_[component])}"
+    name = f"neuron {int(b.order_[component])}" if basis == "neuron" else f"{KINDS[basis].unit} {component + 1}"
     return f"{layer} {name} ({100 * ratio:.1f} % of variance)"
 
 
@@ -199,9 +195,8 @@ def saved_grids(vis: "Visualizer", folder, layer: str, n: int) -> dict:
 def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
     """``{basis: [grid dicts]}`` of the top ``min(n, d)`` vectors of each basis of a layer."""
     out = {}
-    for basis in BASES:
-        d = len(vis.layer(layer)["bases"][basis].components_)
-        out[basis] = [vis.grid(layer, basis, j) for j in range(min(n, d))]
+    for basis, b in vis.layer(layer)["bases"].items():
+        out[basis] = [vis.grid(layer, basis, j) for j in range(min(n, len(b.components_)))]
     return out
 
 

@@ -11,9 +11,14 @@
 #
 # Step 2 of the method: the principal components of each layer's sample
 # (centred, exact, from a streamed float64 covariance) and the neuron basis,
-# both ordered by variance. Fig. 5 plots the cumulative explained-variance
-# ratio of the top-k vectors for PCA pre-ReLU, PCA post-ReLU (the ReLU of the
-# same vectors) and neurons pre-ReLU, with the counts for 80 % and 99 %.
+# both ordered by variance — and, with the setting `bases`, the bases the
+# paper names as future work: ICA (PCA-whitened FastICA), NMF of the
+# post-ReLU activations and a TopK sparse autoencoder, ordered by the share
+# of the variance each vector's reconstruction carries. Fig. 5 plots, for
+# every basis, the variance explained when reconstructing with the top k
+# vectors only (for PCs: the cumulative explained-variance ratio), with the
+# counts for 80 % and 99 %; PCA post-ReLU is the PCA of the ReLU of the same
+# vectors.
 #
 # Reads `data/<profile>/<model>/sample/`; writes `data/<profile>/<model>/bases/`,
 # `figures/<profile>/<model>/fig05_explained_variance.{png,pdf}` and
@@ -60,6 +65,12 @@ beam = None
 max_length = None
 n_explain = None  # 08: units per basis and layer; None: n_study
 explain_all_neurons = None
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
+ica_components = None
+nmf_components = None
+sae_latents = None  # None: 4·d
+sae_k = None
+sae_epochs = None
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
@@ -75,15 +86,16 @@ from helpers import bases, plots, provenance, reference
 
 # %%
 meta = bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, chunk_size=p.pca_chunk,
-                             profile=p.name, sample_key=provenance.expected(p, "sample"))
-table, ratios = bases.explained_variance_table(p.artifact("bases"), p.layers,
+                             profile=p.name, sample_key=provenance.expected(p, "sample"), kinds=p.bases,
+                             settings=bases.learned_settings(p), device=p.device)
+table, curves = bases.explained_variance_table(p.artifact("bases"), p.layers,
                                                key=provenance.expected(p, "bases"))
 p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("explained_variance_counts.csv"), index=False)
 table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.layers)].astype("Int64")
 
 # %%
-fig = plots.explained_variance(ratios)
+fig = plots.explained_variance(curves)
 plots.save(fig, p.figure("fig05_explained_variance"))
 provenance.record_outputs(p, "02_pca", ["fig05_explained_variance.png", "fig05_explained_variance.pdf",
                                         "explained_variance_counts.csv"], ["bases"])

@@ -64,6 +64,12 @@ beam = None
 max_length = None
 n_explain = None  # 08: units per basis and layer; None: n_study
 explain_all_neurons = None
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
+ica_components = None
+nmf_components = None
+sae_latents = None  # None: 4·d
+sae_k = None
+sae_epochs = None
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
@@ -93,7 +99,7 @@ meta = visualize.make_grids(vis, p.artifact("grids"), provenance.expected(p, "gr
                             max(p.n_show, p.n_study), profile=p.name)
 for layer in tqdm(p.layers, desc="figures per layer"):
     shown = visualize.saved_grids(vis, p.artifact("grids"), layer, p.n_show)
-    fig = plots.basis_grids(layer, shown["pca"], shown["neuron"])
+    fig = plots.basis_grids(layer, shown)
     plots.save(fig, p.figure(f"fig_grids_{layer}"))
     if layer != p.layers[0]:
         plt.close(fig)

@@ -63,6 +63,12 @@ beam = None
 max_length = None
 n_explain = None  # 08: units per basis and layer; None: n_study
 explain_all_neurons = None
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
+ica_components = None
+nmf_components = None
+sae_latents = None  # None: 4·d
+sae_k = None
+sae_epochs = None
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 data_dir = None
 figures_dir = None
@@ -82,9 +88,7 @@ from helpers import ablation, bases, models, plots, provenance, reference
 net, info = models.load_model(p, train=False)
 images, indices = provenance.selection(p, "ablation")
 bases_meta, bases_key = provenance.require(p, "bases"), provenance.expected(p, "bases")
-fitted = {layer: {"pca": bases.load_basis(p.artifact("bases"), layer, "pca_pre_relu", bases_key),
-                  "neuron": bases.load_basis(p.artifact("bases"), layer, "neuron_pre_relu", bases_key)}
-          for layer in p.layers}
+fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, bases_key) for layer in p.layers}
 
 # %%
 rows = ablation.sweep(

@@ -10,6 +10,7 @@ import papermill as pm
 import pytest
 from PIL import Image
 
+from helpers import bases
 from helpers.config import ROOT, SETTINGS
 
 
@@ -32,10 +33,21 @@ def test_01_02_sample_and_explained_variance(smoke):
     for ext in (".png", ".pdf"):
         assert p.figure("fig05_explained_variance").with_suffix(ext).stat().st_size > 1000
     table = pd.read_csv(p.figure("explained_variance_counts.csv"))
-    assert list(table.columns) == ["layer", "d", "curve", "k80", "k99"]
+    assert list(table.columns) == ["layer", "d", "curve", "k80", "k99", "n_vectors"]
     assert list(table.layer.unique()) == list(p.layers)
-    assert set(table[table.layer == "fc3"].curve) == {"pca_pre_relu", "neuron_pre_relu"}
-    assert (table.k80 <= table.k99).all() and (table.k99 <= table.d).all()
+    every = {"pca_pre_relu", "pca_post_relu", "neuron_pre_relu", "ica_pre_relu", "nmf_post_relu", "sae_pre_relu"}
+    assert set(table[table.layer == "conv1"].curve) == every
+    assert set(table[table.layer == "fc3"].curve) == every - {"pca_post_relu", "nmf_post_relu"}  # no ReLU
+    reached = table.dropna()
+    assert (reached.k80 <= reached.k99).all() and (reached.k99 <= reached.n_vectors).all()
+    sae = table[table.curve == "sae_pre_relu"]
+    assert (sae.n_vectors == 4 * sae.d).all()
+    # the generalised curve of the PCs is their cumulative explained-variance ratio
+    for layer in p.layers:
+        with np.load(p.artifact("bases") / f"{layer}_curves.npz") as curves:
+            for curve in ("pca_pre_relu", "neuron_pre_relu"):
+                ratio = bases.load_basis(p.artifact("bases"), layer, curve).explained_variance_ratio_
+                np.testing.assert_allclose(curves[curve], np.cumsum(ratio), atol=1e-6)
     # PCs concentrate the variance: never more PCs than neurons are needed for 80 %
     wide = table.pivot(index="layer", columns="curve", values="k80")
     assert (wide.pca_pre_relu <= wide.neuron_pre_relu).all()
@@ -60,7 +72,10 @@ def test_03_04_index_grids_and_figures(smoke):
         for ext in (".png", ".pdf"):
             assert p.figure(f"fig_grids_{layer}").with_suffix(ext).exists()
         grids = sorted(path.name for path in (p.artifact("grids") / layer).glob("*.png"))
-        expect = [f"{b}_{j:04d}.png" for b in ("neuron", "pca") for j in range(1, p.n_show + 1)]
+        fitted = bases.layer_bases(p.artifact("bases"), layer, p.bases)
+        assert set(fitted) == set(p.bases) - ({"nmf"} if layer == "fc3" else set())  # NMF: after a ReLU
+        expect = sorted(f"{b}_{j:04d}.png" for b, f in fitted.items()
+                        for j in range(1, min(p.n_show, len(f.components_)) + 1))
         assert grids == expect
         image = np.asarray(Image.open(p.artifact("grids") / layer / "pca_0001.png"))
         gap = 2
@@ -109,12 +124,16 @@ def test_05_ablation_table_and_figure(smoke):
     table = pd.read_csv(p.figure("ablation.csv"))
     assert list(table.columns) == ["layer", "basis", "order", "n_ablated", "top1"]
     assert list(table.layer.unique()) == list(p.layers)
-    assert set(zip(table.basis, table.order)) == {(b, o) for b in ("pca", "neuron")
-                                                  for o in ("descending", "ascending")}
+    assert set(zip(table.basis, table.order)) == {(b, o) for b in p.bases for o in ("descending", "ascending")}
+    assert set(table[table.layer == "fc3"].basis) == set(p.bases) - {"nmf"}
     original = table[table.n_ablated == 0].top1
-    assert original.nunique() == 1  # nothing ablated: the same accuracy at every layer
-    full = table[table.n_ablated == table.groupby("layer").n_ablated.transform("max")]
-    assert full.groupby("layer").top1.nunique().eq(1).all()  # all d ablated: one accuracy per layer
+    assert len(original) == 2 * (5 * len(p.layers) - 1)  # every basis, both orders
+    assert original.nunique() == 1  # nothing ablated, whatever the basis: the same accuracy at every layer
+    complete = table[table.basis.isin(["pca", "neuron"])]
+    full = complete[complete.n_ablated == complete.groupby("layer").n_ablated.transform("max")]
+    assert full.groupby("layer").top1.nunique().eq(1).all()  # all d PCs or neurons ablated: one accuracy
+    sae = table[table.basis == "sae"]
+    assert (sae.groupby("layer").n_ablated.max() == 4 * complete.groupby("layer").n_ablated.max()).all()
     for ext in (".png", ".pdf"):
         assert p.figure("fig06_ablation").with_suffix(ext).stat().st_size > 1000
 
@@ -123,7 +142,7 @@ def test_06_stimuli_machine_observer_and_trial_figure(smoke):
     p = smoke
     stimuli = pd.read_csv(p.artifact("stimuli") / "stimuli.csv")
     per_cell = stimuli.groupby(["layer", "basis"]).size()
-    assert len(per_cell) == 2 * len(p.layers) and (per_cell == p.n_study).all()
+    assert len(per_cell) == 5 * len(p.layers) - 1 and (per_cell == p.n_study).all()  # fc3: no NMF
     log = [json.loads(line) for line in (p.artifact("responses") / "machine" / "pixel-smoothness.jsonl").open()]
     assert sorted(r["stimulus_id"] for r in log) == sorted(stimuli.stimulus_id)
     assert {r["observer"] for r in log} == {"machine"}
@@ -165,7 +184,7 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
     import torch
     import torch.nn.functional as F
 
-    from helpers import architectures, bases, concepts as cs, data, models
+    from helpers import architectures, concepts as cs, data, models
 
     p = smoke
     table = pd.read_csv(p.figure("compositional_explanations.csv"), keep_default_na=False)
@@ -173,12 +192,12 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
     maps = [l for l in p.layers if l.startswith("conv")]
     assert list(table.layer.unique()) == maps  # fc layers have no map
     per_layer = table.groupby("layer").size()
-    assert (per_layer == 3 * p.n_study).all()  # n_study PCs, both signs, and n_study neurons
+    assert (per_layer == 7 * p.n_study).all()  # PCs and ICs both signs; neurons, NMF components, SAE latents
     assert table.iou.between(0, 1).all() and (table.iou >= table.iou_length1 - 1e-12).all()
     assert table.length.between(0, p.max_length).all()
     rho = pd.read_csv(p.figure("compositional_vs_ablation.csv"))
     assert list(rho.columns[:5]) == ["layer", "basis", "n_units", "spearman_rho", "p_value"]
-    assert (rho.n_units == p.n_study).all() and len(rho) == 2 * len(maps)
+    assert (rho.n_units == p.n_study).all() and len(rho) == 5 * len(maps)
     for name in ("fig_compositional_iou", "fig_compositional_iou_by_length", "fig_compositional_examples"):
         for ext in (".png", ".pdf"):
             assert p.figure(name).with_suffix(ext).stat().st_size > 1000
@@ -193,9 +212,9 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
         pixel, image = concepts.labels(i)
         for c in range(1, len(concepts.names)):
             masks[c, i] = (pixel == c).any(0) | (c in image)
-    for layer, basis, sign in (("conv2", "pca", "-"), ("conv3", "neuron", "+")):
+    for layer, basis, sign in (("conv2", "pca", "-"), ("conv3", "neuron", "+"), ("conv2", "sae", "+")):
         row = table[(table.layer == layer) & (table.basis == basis) & (table.sign == sign)].iloc[0]
-        fitted = bases.load_basis(p.artifact("bases"), layer, f"{basis}_pre_relu")
+        fitted = bases.load_basis(p.artifact("bases"), layer, basis)
         v = fitted.components_[row.component - 1] * (1 if sign == "+" else -1)
         got = []
         module = net.get_submodule(architectures.resolve(net, [layer])[layer])
@@ -204,7 +223,11 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
             net(x)
         handle.remove()
         a = got[0].double().numpy()
-        unit = np.einsum("nchw,c->nhw", a, v) - (fitted.mean_ @ v if basis == "pca" else 0)
+        if basis == "sae":  # a latent's map: its code at every position (the SAE's own encoder, float32)
+            rows = torch.from_numpy(a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])).float()
+            unit = fitted.encode(rows)[:, row.component - 1].double().numpy().reshape(a.shape[0], *a.shape[2:])
+        else:
+            unit = np.einsum("nchw,c->nhw", a, v) - (fitted.mean_ @ v if basis == "pca" else 0)
         thr = np.quantile(unit.ravel(), 1 - p.quantile)
         up = F.interpolate(torch.from_numpy(unit).float()[:, None], size=(28, 28), mode="bilinear",
                            align_corners=False)[:, 0].numpy()

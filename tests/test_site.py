@@ -35,12 +35,12 @@ def test_manifest_agrees_with_the_artifacts(published):
     assert model["name"] == p.model and [l["name"] for l in model["layers"]] == list(p.layers)
     assert model["compositional"] is True
     for layer in model["layers"]:
-        for basis, curve in (("pca", "pca_pre_relu"), ("neuron", "neuron_pre_relu")):
-            fitted = load_basis(p.artifact("bases"), layer["name"], curve)
-            entry = layer["bases"][basis]
-            assert entry["d"] == len(fitted.components_)
+        assert list(layer["bases"]) == [b for b in p.bases if b != "nmf" or layer["name"] != "fc3"]
+        for basis, entry in layer["bases"].items():
+            fitted = load_basis(p.artifact("bases"), layer["name"], basis)
+            assert entry["d"] == len(fitted.mean_) and entry["vectors"] == len(fitted.components_)
             made = sorted((p.artifact("grids") / layer["name"]).glob(f"{basis}_*.png"))
-            assert len(entry["components"]) == len(made) == min(max(p.n_show, p.n_study), entry["d"])
+            assert len(entry["components"]) == len(made) == min(max(p.n_show, p.n_study), entry["vectors"])
             for j, c in enumerate(entry["components"]):
                 assert c["k"] == j + 1 and (out / c["file"]).is_file()
                 np.testing.assert_array_equal(np.asarray(Image.open(out / c["file"])),

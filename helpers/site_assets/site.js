@@ -79,7 +79,8 @@
     fill($("basis"), names, names.map(function (b) { return layer.bases[b].name; }), s.basis);
     $("k").max = n;
     $("k").value = String(s.k);
-    $("available").textContent = "/ " + n + " available in descending variance order (d = " + basis.d + ")";
+    $("available").textContent = "/ " + n + " available in descending variance order (d = " + basis.d +
+      (basis.vectors && basis.vectors !== basis.d ? ", " + basis.vectors + " vectors" : "") + ")";
     $("show-grids").className = s.view === "grids" ? "active" : "";
     $("show-figures").className = s.view === "figures" ? "active" : "";
     $("grids").hidden = s.view !== "grids";
