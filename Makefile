@@ -94,6 +94,7 @@ bench: setup
 	$(PY) bench/ablation.py
 	$(PY) bench/training.py
 	$(PY) bench/compositional.py
+	$(PY) bench/bases.py
 
 # every artifact hashed and checked against the profile (PROFILE=smoke|quick|paper)
 verify: setup

@@ -166,5 +166,5 @@ def copy(smoke, tmp_path):
     data = tmp_path / "data" / smoke.data_path.name  # the model's folder
     shutil.copytree(smoke.data_path, data, ignore=shutil.ignore_patterns("notebooks", ".locks"))
     Copy = namedtuple("Copy", "data figures params")
-    params = {"data_dir": str(data.parent), "figures_dir": str(tmp_path / "figures")}
+    params = {"data_dir": str(data.parent), "figures_dir": str(tmp_path / "figures"), "bases": EVERY_BASIS}
     return Copy(data, tmp_path / "figures" / smoke.data_path.name, params)

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from helpers.config import ROOT
+from tests.conftest import EVERY_BASIS
 from tests.test_study_browser import chromium, free_port
 
 
@@ -30,7 +31,8 @@ def lab(smoke, tmp_path):
     root = tmp_path / "project"
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "jupytext.toml", root)
-    dirs = {"profile": "smoke", "data_dir": str(smoke.data_path.parent), "figures_dir": str(tmp_path / "figures")}
+    dirs = {"profile": "smoke", "data_dir": str(smoke.data_path.parent), "figures_dir": str(tmp_path / "figures"),
+            "bases": EVERY_BASIS}
     with_parameters("04_visualize", root / "notebooks", **dirs)
     with_parameters("study_app", root / "notebooks", **dirs, min_rt_ms=100)
     for suffix in (".py", ".ipynb"):  # a pair, as committed

@@ -152,7 +152,8 @@ def test_two_runs_of_one_step_never_interleave(copy, tmp_path):
     expected = pd.read_csv(copy.data / "ablation" / "ablation.csv")
     shutil.rmtree(copy.data / "ablation")
     cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "--only", "05",
-           "-p", f"data_dir={copy.data.parent}", "-p", f"figures_dir={copy.figures.parent}"]
+           "-p", f"data_dir={copy.data.parent}", "-p", f"figures_dir={copy.figures.parent}",
+           "-p", f"bases={copy.params['bases']}"]
     logs = [tmp_path / f"run{i}.err" for i in range(3)]
 
     def start(i, *extra):

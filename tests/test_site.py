@@ -18,7 +18,8 @@ from tests.test_study_browser import chromium, free_port
 
 
 def export(smoke, out, **changes):
-    dirs = {"data_dir": str(smoke.data_path.parent), "figures_dir": str(smoke.figures_path.parent), **changes}
+    dirs = {"data_dir": str(smoke.data_path.parent), "figures_dir": str(smoke.figures_path.parent),
+            "bases": smoke.bases, **changes}
     return site.export("smoke", out, say=lambda text: None, **dirs), load_profile("smoke", **dirs)
 
 

@@ -21,7 +21,8 @@ def test_a_same_size_overwrite_is_found_by_verify(copy, capsys):
 
 
 def test_verify_says_good_for_a_finished_run(smoke, capsys):
-    assert verify.main(["--profile", "smoke", "-p", f"data_dir={smoke.data_path.parent}"]) == 0
+    assert verify.main(["--profile", "smoke", "-p", f"data_dir={smoke.data_path.parent}",
+                        "-p", f"bases={','.join(smoke.bases)}"]) == 0
     out = capsys.readouterr().out
     assert out.count(" good ") == 8, out
     assert "compositional good" in out
