@@ -43,19 +43,6 @@ MADE_BY = "05_ablation (python -m helpers.run --only 05)"
 SOURCES = ("ablation", "architectures", "data", "batches")
 
 
-def project_out(a: torch.Tensor, V: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    """``a - ((a - mean) @ V.T) @ V`` along the channel axis (1) of (B, C) or (B, C, H, W).
-
-    Always a new tensor; with no rows in ``V``, an exact copy of ``a``.
-    """
-    if len(V) == 0:
-        return a.clone()
-    if a.ndim == 4:
-        flat = a.permute(0, 2, 3, 1)
-        return project_out(flat.reshape(-1, a.shape[1]), V, mean).reshape(flat.shape).permute(0, 3, 1, 2)
-    return a - ((a - mean) @ V.T) @ V
-
-
 class Removal:
     """Remove the vectors ``which`` of a fitted basis from activation rows: ``a - (z_S(a) - b_S) W_S``.
 
@@ -147,18 +134,12 @@ def ablate(model, layer: str, V, mean=None):
     """
     site = _site(model, layer)
     module = model.get_submodule(site.path)
-    removal = V if isinstance(V, Removal) else None
+    removal = V if isinstance(V, Removal) else Removal.orthonormal(V, mean)
 
     def hook(mod, args, out):
-        if len(V) == 0:
+        if len(removal) == 0:
             return None  # output unchanged, bit for bit
-        if removal is not None:
-            return site.apply(out, lambda rows, g: removal(rows))
-        x = out[0] if isinstance(out, (tuple, list)) else out
-        d = x.shape[1] if x.ndim == 4 else x.shape[-1]
-        v = torch.as_tensor(np.asarray(V), dtype=x.dtype, device=x.device).reshape(-1, d)
-        m = torch.as_tensor(np.asarray(mean), dtype=x.dtype, device=x.device)
-        return site.apply(out, lambda rows, g: project_out(rows, v, m))
+        return site.apply(out, lambda rows, g: removal(rows))
 
     handle = module.register_forward_hook(hook)
     try:

@@ -122,23 +122,38 @@ class _Basis:
     @classmethod
     def load(cls, path):
         """Load a basis saved with :meth:`save`."""
-        from .store import CorruptArtifactError
+        def build(data):
+            basis = cls(int(data["n_components"]) or None)
+            basis._moments = StreamingMoments.from_state(data)
+            basis._solved = {k: data[k] for k in
+                             ("components_", "explained_variance_", "explained_variance_ratio_", "mean_")}
+            return basis
 
-        path = Path(path)
-        try:
-            with np.load(path) as f:
-                data = {k: f[k] for k in f.files}
-            kind = str(data["kind"])
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            raise CorruptArtifactError(f"{path} is corrupt or not a saved basis ({type(e).__name__}: {e}); "
-                                       f"delete {path.parent} and rerun {BASES_MADE_BY}.") from None
-        if kind != cls.__name__:
-            raise ValueError(f"{path} holds a {kind}, not a {cls.__name__}.")
-        basis = cls(int(data["n_components"]) or None)
-        basis._moments = StreamingMoments.from_state(data)
-        basis._solved = {k: data[k] for k in
-                         ("components_", "explained_variance_", "explained_variance_ratio_", "mean_")}
-        return basis
+        return read_saved(path, cls.__name__, build)
+
+
+def read_saved(path, kind: str, build):
+    """A basis from an ``.npz`` written by a basis' ``save``: ``build(arrays)`` when it holds a ``kind``.
+
+    Raises
+    ------
+    store.CorruptArtifactError
+        For an unreadable or incomplete file, saying to delete its folder and rerun 02.
+    ValueError
+        When the file holds another kind of basis.
+    """
+    path = Path(path)
+    try:
+        with np.load(path) as f:
+            data = {k: f[k] for k in f.files}
+        found = str(data["kind"])
+        basis = build(data) if found == kind else None
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise store.CorruptArtifactError(f"{path} is corrupt or not a saved basis ({type(e).__name__}: {e}); "
+                                         f"delete {path.parent} and rerun {BASES_MADE_BY}.") from None
+    if basis is None:
+        raise ValueError(f"{path} holds a {found}, not a {kind}; load it with {found}.load.")
+    return basis
 
 
 class PCABasis(_Basis):

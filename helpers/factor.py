@@ -13,13 +13,11 @@ orthogonal: their shares need not add up to the share they reconstruct together.
 from __future__ import annotations
 
 import math
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .bases import BASES_MADE_BY, NotFittedError, PCABasis, _as_2d
+from .bases import NotFittedError, PCABasis, _as_2d, read_saved
 
 
 def _learned(name: str, doc: str) -> property:
@@ -103,22 +101,12 @@ class _Factor:
     @classmethod
     def load(cls, path):
         """Load a basis saved with :meth:`save`."""
-        from .store import CorruptArtifactError
+        def build(data):
+            basis = cls(**{k: data[k].item() for k in cls._SETTINGS})
+            basis._set_fitted(slice(None), **{k: data[k] for k in cls._LEARNED})
+            return basis
 
-        path = Path(path)
-        try:
-            with np.load(path) as f:
-                data = {k: f[k] for k in f.files}
-            kind = str(data["kind"])
-            if kind == cls.__name__:
-                basis = cls(**{k: data[k].item() for k in cls._SETTINGS})
-                basis._set_fitted(slice(None), **{k: data[k] for k in cls._LEARNED})
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            raise CorruptArtifactError(f"{path} is corrupt or not a saved basis ({type(e).__name__}: {e}); "
-                                       f"delete {path.parent} and rerun {BASES_MADE_BY}.") from None
-        if kind != cls.__name__:
-            raise ValueError(f"{path} holds a {kind}, not a {cls.__name__}; load it with {kind}.load.")
-        return basis
+        return read_saved(path, cls.__name__, build)
 
 
 class ICABasis(_Factor):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -322,24 +321,15 @@ class SAEBasis:
     @classmethod
     def load(cls, path) -> "SAEBasis":
         """Load a basis saved with :meth:`save`."""
-        from .bases import BASES_MADE_BY  # here: helpers.bases may import this module
+        from .bases import read_saved  # here: helpers.bases may import this module
 
-        path = Path(path)
-        try:
-            with np.load(path) as f:
-                data = {k: f[k] for k in f.files}
-            kind = str(data["kind"])
-            if kind == cls.__name__:
-                basis = cls(**json.loads(str(data["settings"])))
-                basis._set({name: data[name] for name in _LEARNED})
-        except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
-            raise store.CorruptArtifactError(
-                f"{path} is corrupt or not a saved SAE basis ({type(e).__name__}: {e}); delete it (or the "
-                f"folder {path.parent} that holds it) and rerun {BASES_MADE_BY}.") from None
-        if kind != cls.__name__:
-            raise ValueError(f"{path} holds a {kind}, not a {cls.__name__}; load it with {kind}.load.")
-        basis._fitted.update(scale_=float(data["scale_"]), n_samples_seen_=int(data["n_samples_seen_"]))
-        return basis
+        def build(data):
+            basis = cls(**json.loads(str(data["settings"])))
+            basis._set({name: data[name] for name in _LEARNED})
+            basis._fitted.update(scale_=float(data["scale_"]), n_samples_seen_=int(data["n_samples_seen_"]))
+            return basis
+
+        return read_saved(path, cls.__name__, build)
 
 
 for _name in _LEARNED:  # documented in the class; NotFittedError before fit
