@@ -3,6 +3,8 @@
     python bench/compositional.py                       # 2,000 images, 112x112, 300 concepts, 64 units
     python bench/compositional.py --images 300 --units 8 --ref-units 1   # a quick run
     python bench/compositional.py --max-gb 8            # hold more of the reference's concept masks
+    python bench/compositional.py --images 2000 --concepts 1200 --units 32 --ref-units 0   # Broden-sized concepts
+    python bench/compositional.py --images 2000 --concepts 28 --size 28 --units 32         # Fashion-sized
 
 The probe set is synthetic and seeded: per image an object layer (a
 background "stuff" region and a few rectangles and ellipses), a part layer
@@ -19,16 +21,23 @@ Both methods get the same unit masks (``comp.threshold`` at the top 0.5 %, then
 ``comp.unit_pixels``: bilinear upsampling, half-pixel centres), timed once as the
 shared "threshold + mask" phase. Then:
 
-* fast path: ``ConceptIndex.build`` once, ``comp.search(..., candidates="firing")``
-  per unit;
+* fast path: ``ConceptIndex.build`` once, ``comp.search(...)`` per unit with
+  the default ``candidates="all"`` (the reference's); the ``"firing"`` option
+  (only the concepts present where the unit fires) is timed too, with how often
+  it gives a lower IoU;
+* certified optimum: ``comp.optimal(...)`` per unit (``--optimal-units``), seeded
+  with the beam's answer; exhaustive or branch and bound as it chooses, with the
+  prefixes it expanded and pruned and how often (and by how much) it beats the
+  beam;
 * reference approach: the procedure of the reference code (Mu & Andreas'
   ``compute_best_iou``) with numpy boolean masks over every probe pixel: one
   dense mask per concept, built once from the label maps (the reference builds
   the same dense masks, then run-length-encodes them with pycocotools); for every
   candidate formula its mask (``|``, ``&``, ``& ~``), ``np.count_nonzero`` of it
-  and of its intersection with the unit's mask, IoU = I / (|M| + |A| - I);
-  the same candidates (concepts present in an image where the unit fires),
-  beam and tie rules (stable sorts, old beam formulas before new ones). It is,
+  and of its intersection with the unit's mask, ranked by I / (|M| + |A| - I + 1e-10);
+  the same candidates (primitives: the concepts present in an image where the
+  unit fires; expansions: every concept of the probe set), beam and tie rules
+  (stable sorts, old beam formulas before new ones). It is,
   if anything, generous to the reference: each beam formula's mask is built once
   per expansion (the reference rebuilds it for every candidate), results go to
   preallocated buffers, and ``& ~`` is one pass (``>`` on booleans).
@@ -286,28 +295,32 @@ class DenseMasks:
         return len(self.held) * self.pixels / 2 ** 30
 
 
-def reference_search(store: DenseMasks, unit: np.ndarray, beam: int, max_length: int):
-    """The reference's beam search, one mask per candidate: (formula, IoU, by_length, candidate masks)."""
+def reference_search(store: DenseMasks, unit: np.ndarray, beam: int, max_length: int, candidates: str = "all"):
+    """The reference's beam search, one mask per candidate: (formula, IoU, by_length, candidate masks).
+
+    Ranked by ``I / (U + 1e-10)`` as the reference; the IoUs returned are exact.
+    """
     A = int(np.count_nonzero(unit))
     n = store.shape[0]
     firing = unit.reshape(n, -1).any(1)
-    allowed = np.flatnonzero(store.present[firing].any(0))  # concepts in some image where the unit fires
+    pos = np.flatnonzero(store.present[firing].any(0))  # concepts in some image where the unit fires
+    allowed = pos if candidates == "firing" else np.flatnonzero(store.area > 0)  # or every concept present
     buf, both = np.empty_like(unit), np.empty_like(unit)
 
     def score(m, M):
         inter = np.count_nonzero(np.logical_and(m, unit, out=both))
         union = M + A - inter
-        return inter / union if union else 0.0
+        return inter / (union + 1e-10), inter / union if union else 0.0
 
-    prim = [(score(store.get(c), int(store.area[c])), Formula(int(c))) for c in allowed]
+    prim = [(*score(store.get(c), int(store.area[c])), Formula(int(c))) for c in pos]
     n_masks = len(prim)
     kept = sorted((t for t in prim if t[0] > 0), key=lambda t: -t[0])[:beam]
     if not kept:
         return None, 0.0, [0.0] * max_length, n_masks
-    by_length = [kept[0][0]]
+    by_length = [kept[0][1]]
     for _ in range(max_length - 1):
-        inside = [f.evaluate(lambda c: store.get(c, copy=True)) for _, f in kept]
-        scores = np.zeros((len(kept), len(allowed), len(OPS)))
+        inside = [f.evaluate(lambda c: store.get(c, copy=True)) for _, _, f in kept]
+        scores = np.zeros((len(kept), len(allowed), len(OPS), 2))
         for j, c in enumerate(allowed):  # concept outermost: each concept's mask read once per expansion
             L = store.get(c)
             for b, fm in enumerate(inside):
@@ -319,12 +332,12 @@ def reference_search(store: DenseMasks, unit: np.ndarray, beam: int, max_length:
                     else:
                         np.greater(fm, L, out=buf)  # fm & ~L
                     scores[b, j, o] = score(buf, int(np.count_nonzero(buf)))
-        n_masks += scores.size
-        new = [(float(scores[b, j, o]), f.then(op, allowed[j]))  # enumeration order: beam, concept, op
-               for b, (_, f) in enumerate(kept) for j in range(len(allowed)) for o, op in enumerate(OPS)]
+        n_masks += scores[..., 0].size
+        new = [(*scores[b, j, o], f.then(op, allowed[j]))  # enumeration order: beam, concept, op
+               for b, (_, _, f) in enumerate(kept) for j in range(len(allowed)) for o, op in enumerate(OPS)]
         kept = sorted(kept + new, key=lambda t: -t[0])[:beam]
-        by_length.append(kept[0][0])
-    return kept[0][1], kept[0][0], by_length, n_masks
+        by_length.append(kept[0][1])
+    return kept[0][2], kept[0][1], by_length, n_masks
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -373,6 +386,10 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--length", type=int, default=3, help="maximum formula length")
     parser.add_argument("--max-gb", type=float, default=3.0, help="memory for the reference's dense masks")
+    parser.add_argument("--optimal-units", type=int, default=None,
+                        help="units the certified optimum (comp.optimal) runs on (default: all; 0: none)")
+    parser.add_argument("--optimal-method", default="auto", choices=("auto", "exhaustive", "bound"),
+                        help="comp.optimal's method (auto: exhaustive for few concepts, else branch and bound)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     N, H = args.images, args.size
@@ -401,10 +418,16 @@ def main() -> None:
         px = comp.unit_pixels(maps[u], thr, (H, W))
         t_mask.append(time.perf_counter() - t)
         t = time.perf_counter()
-        expl.append(comp.search(index, px, beam=B, max_length=LEN, candidates="firing"))
+        expl.append(comp.search(index, px, beam=B, max_length=LEN))
         t_search.append(time.perf_counter() - t)
         pixels.append(px)
     peak = peak_gb()
+    t_firing, firing = [], []
+    for u in range(args.units):
+        t = time.perf_counter()
+        firing.append(comp.search(index, pixels[u], beam=B, max_length=LEN, candidates="firing"))
+        t_firing.append(time.perf_counter() - t)
+    t_firing, firing_iou = np.array(t_firing), np.array([e.iou for e in firing])
     t_mask, t_search = np.array(t_mask), np.array(t_search)
     S, nnz = len(index.count), index.member.nnz
     index_gb = (index.sig.nbytes + index.count.nbytes + 2 * (index.member.data.nbytes + index.member.indices.nbytes)
@@ -424,13 +447,56 @@ def main() -> None:
           f"nnz(P) {nnz:,}, {index_gb * 1024:,.0f} MB")
     print(f"  per unit: threshold + mask (shared) {fmt_s(t_mask.mean())}   mean of {args.units}")
     print(f"  per unit: search                    {fmt_s(t_search.mean())}   mean of {args.units} "
-          f"(min {t_search.min() * 1e3:.1f} ms, max {t_search.max() * 1e3:.1f} ms)")
+          f"(min {t_search.min() * 1e3:.1f} ms, max {t_search.max() * 1e3:.1f} ms), candidates=\"all\"")
+    lower = ious - firing_iou > 1e-12
+    print(f"  per unit: search, candidates=firing {fmt_s(t_firing.mean())}   mean of {args.units} "
+          f"({t_search.mean() / t_firing.mean():.2f}x the speed of 'all'); lower IoU on "
+          f"{lower.sum()}/{args.units} units"
+          + (f" (by {np.mean((ious - firing_iou)[lower]):.4f} on average)" if lower.any() else ""))
     fast_units = t_mask.sum() + t_search.sum()
     print(f"  all {args.units} units: mask + search        {fmt_s(fast_units)}")
     print(f"  index + all units                   {fmt_s(t_index + fast_units)}")
     what = "peak RSS (reset before the index)" if peak_ok else "peak RSS of the process"
     print(f"  memory: {what} {peak:.2f} GB, of which {rss_before:.2f} GB held before it "
           f"(interpreter, libraries, label maps, unit maps): {max(peak - rss_before, 0):.2f} GB for the fast path")
+
+    # -- certified optimum
+    k_opt = args.units if args.optimal_units is None else max(0, min(args.optimal_units, args.units))
+    opt_ids = np.unique(np.linspace(0, args.units - 1, k_opt).round().astype(int)) if k_opt else np.zeros(0, int)
+    if len(opt_ids) and LEN <= 3:
+        rss0, peak_ok = rss_gb(), reset_peak()
+        t = time.perf_counter()
+        K = len(index.pair_counts()[0])
+        t_pairs = time.perf_counter() - t
+        t_opt, opt = [], []
+        for u in opt_ids:
+            t = time.perf_counter()
+            opt.append(comp.optimal(index, pixels[u], max_length=LEN, lower=expl[u], method=args.optimal_method))
+            t_opt.append(time.perf_counter() - t)
+        t_opt = np.array(t_opt)
+        gain = np.array([o.iou - expl[u].iou for o, u in zip(opt, opt_ids)])
+        methods = sorted({o.method for o in opt})
+        print(f"\ncertified optimum (comp.optimal, {' / '.join(methods)}, seeded with the beam's answer), "
+              f"{len(opt_ids)} of {args.units} units")
+        print(f"  per unit: optimum                   {fmt_s(t_opt.mean())}   mean (min {fmt_s(t_opt.min()).strip()}, "
+              f"max {fmt_s(t_opt.max()).strip()}, median {fmt_s(float(np.median(t_opt))).strip()}); beam search "
+              f"{fmt_s(t_search[opt_ids].mean()).strip()} on the same units; beam + optimum "
+              f"{fmt_s(t_search[opt_ids].mean() + t_opt.mean()).strip()}")
+        print(f"  pair counts |X ∧ Y| of the {K:,} concepts present (once per index) {fmt_s(t_pairs).strip()}; "
+              f"{'peak RSS' if peak_ok else 'peak RSS of the process'} {peak_gb():.2f} GB "
+              f"({max(peak_gb() - rss0, 0):.2f} GB above the {rss0:.2f} GB before)")
+        if opt[0].prefixes:
+            exp = np.array([o.expanded for o in opt])
+            print(f"  length-2 prefixes: {opt[0].prefixes:,} per unit; expanded {exp.mean():,.0f} on average "
+                  f"(median {np.median(exp):,.0f}, max {exp.max():,}), pruned {np.mean([o.pruned for o in opt]):,.0f}")
+        better = gain > 1e-12
+        print(f"  the optimum beats the beam on {better.sum()}/{len(opt_ids)} units"
+              + (f" (IoU +{gain[better].mean():.4f} on average, +{gain.max():.4f} at most; mean IoU "
+                 f"{np.mean([o.iou for o in opt]):.4f} vs the beam's {ious[opt_ids].mean():.4f})"
+                 if better.any() else "")
+              + "; never below it" + ("" if gain.min() >= -1e-12 else " -- VIOLATED"))
+        if gain.min() < -1e-12:
+            sys.exit(1)
 
     # -- reference approach: a few units
     k = max(0, min(args.ref_units, args.units))
@@ -447,16 +513,16 @@ def main() -> None:
               f"the other {n_used - len(store.held)} rebuilt on each read, not counted")
     else:
         print("\nreference approach: not run (--ref-units 0)")
-    t_ref, n_masks, allowed_frac, agree = [], [], [], 0
+    t_ref, n_masks, allowed_frac, agree, t_ref_firing, n_firing = [], [], [], 0, [], []
     for u in ref_ids:
         rebuild0 = store.rebuild_s
         t = time.perf_counter()
         unit = np.zeros(N * HW, bool)
         unit[pixels[u]] = True
-        formula, iou, by_length, m = reference_search(store, unit, B, LEN)
+        formula, iou, by_length, m = reference_search(store, unit, B, LEN, "all")
         t_ref.append(time.perf_counter() - t - (store.rebuild_s - rebuild0))
         n_masks.append(m)
-        allowed_frac.append(np.count_nonzero(store.present[unit.reshape(N, -1).any(1)].any(0)) / n_used)
+        allowed_frac.append(np.count_nonzero(store.present[unit.reshape(N, -1).any(1)].any(0)) / n_used)  # primitives
         e = expl[u]
         same = formula == e.formula and abs(iou - e.iou) <= 1e-12
         agree += same
@@ -467,6 +533,15 @@ def main() -> None:
               + ("" if same else f" vs fast {e.formula.text(probe.names) if e.formula else '(none)'}, "
                                  f"IoU {e.iou:.4f}")
               + f"  [planted: {planted[u]}]")
+        rebuild0 = store.rebuild_s
+        t = time.perf_counter()
+        formula, iou, _, m = reference_search(store, unit, B, LEN, "firing")
+        t_ref_firing.append(time.perf_counter() - t - (store.rebuild_s - rebuild0))
+        n_firing.append(m)
+        same = formula == firing[u].formula and abs(iou - firing[u].iou) <= 1e-12
+        agree += same
+        print(f"  unit #{u:<3d} candidates=firing: search {fmt_s(t_ref_firing[-1])} ({m:,} candidate masks; fast path "
+              f"{t_firing[u] * 1e3:.1f} ms)  {'same' if same else 'DIFFERENT'}, IoU {iou:.4f}")
         del unit
     if len(ref_ids):
         t_ref, n_masks = np.array(t_ref), np.array(n_masks)
@@ -477,7 +552,11 @@ def main() -> None:
               f"(rebuilding unheld masks, {store.rebuild_s:.1f} s in all, left out)")
         print(f"  all {args.units} units (extrapolated)     {fmt_s(t_ref.mean() * args.units)}   mean per unit x "
               f"{args.units}")
-        print(f"\nagreement: {agree}/{len(ref_ids)} units with the identical formula and IoU within 1e-12")
+        print(f"  per unit: search, candidates=firing {fmt_s(np.mean(t_ref_firing))}   mean of {len(ref_ids)} "
+              f"({np.mean(t_ref) / np.mean(t_ref_firing):.2f}x faster than 'all', "
+              f"{np.sum(n_masks) / np.sum(n_firing):.2f}x fewer candidate masks)")
+        print(f"\nagreement: {agree}/{2 * len(ref_ids)} searches (candidates all and firing) with the identical "
+              f"formula and IoU within 1e-12")
         print(f"speed-up of the search, same units: {ratio:,.0f}x (target >= 100x); all units, "
               f"extrapolated reference vs fast path incl. shared masks and the index: "
               f"{(t_ref.mean() * args.units + t_mask.sum()) / (t_index + fast_units):,.0f}x")
@@ -490,11 +569,11 @@ def main() -> None:
           f"length {a['length']}, beam {a['beam']}), one process unless said:")
     if len(ref_ids):
         frac = float(np.mean(allowed_frac))
-        cand = a["concepts"] * frac * (1 + (a["length"] - 1) * a["beam"] * len(OPS))
+        cand = a["concepts"] * (frac + (a["length"] - 1) * a["beam"] * len(OPS))
         per_unit = per_mask / (N * HW) * a["images"] * a["size"] ** 2 * cand
         total = per_unit * a["units"] + t_mask.mean() * scale * a["units"]
-        print(f"  reference approach: {cand:,.0f} candidate masks per unit ({frac:.0%} of the concepts "
-              f"candidates, as here) x {a['images'] * a['size'] ** 2 / 1e6:,.0f} M pixels x "
+        print(f"  reference approach: {cand:,.0f} candidate masks per unit (every concept in the expansions; "
+              f"{frac:.0%} of them primitives, as here) x {a['images'] * a['size'] ** 2 / 1e6:,.0f} M pixels x "
               f"{per_mask / (N * HW) * 1e9:.3f} ns = {per_unit / 60:,.0f} min per unit; "
               f"{a['units']} units {total / 3600:,.0f} h, {total / 3600 / a['processes']:,.0f} h on "
               f"{a['processes']} processes (reported for the reference code, which keeps its masks "
@@ -506,7 +585,7 @@ def main() -> None:
           f"per unit {f_unit:.2f} s; {a['units']} units {f_unit * a['units'] / 60:.1f} min; in all "
           f"{(f_index + f_unit * a['units']) / 60:.1f} min (upper bound, per-unit costs also x{cscale:.1f} for "
           f"concepts: {(f_index + f_unit * cscale * a['units']) / 60:.1f} min)")
-    if agree != len(ref_ids):
+    if agree != 2 * len(ref_ids):
         sys.exit(1)
 
 

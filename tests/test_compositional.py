@@ -54,35 +54,79 @@ def dense_masks(concepts):
     return masks
 
 
-def brute_search(masks, unit, beam=5, max_length=3, candidates="firing"):
-    """The reference's procedure: one mask per candidate formula, counted with count_nonzero."""
+def reference_score(i, u):
+    """The reference's ranking value: I / (U + 1e-10) in float64 (Python floats are float64)."""
+    return i / (u + 1e-10)
+
+
+def brute_search(masks, unit, beam=5, max_length=3, candidates="all"):
+    """The reference's procedure: one mask per candidate formula, counted with count_nonzero.
+
+    Ranked by I / (U + 1e-10) with stable sorts (Python's sorted), candidates
+    enumerated per beam formula, per concept, per op, old beam formulas before
+    new; the reported IoU is exact.
+    """
     C = len(masks)
     A = int(np.count_nonzero(unit))
 
     def score(m):
         i = np.count_nonzero(m & unit)
         u = np.count_nonzero(m) + A - i
-        return i / u if u else 0.0
+        return reference_score(i, u), (i / u if u else 0.0)
 
     firing = unit.reshape(len(unit), -1).any(1)
-    allowed = [c for c in range(1, C)
-               if candidates == "all" or masks[c][firing].any()]
-    prims = {Formula(c): score(masks[c]) for c in allowed}
-    kept = sorted(((s, f) for f, s in prims.items() if s > 0), key=lambda t: -t[0])[:beam]
+    occurs = [c for c in range(1, C) if masks[c].any()]  # the reference's labels: concepts of the probe set
+    allowed = [c for c in occurs if candidates == "all" or masks[c][firing].any()]
+    prims = [(*score(masks[c]), Formula(c)) for c in allowed]
+    kept = sorted((t for t in prims if t[0] > 0), key=lambda t: -t[0])[:beam]
     if not kept:
         return None, 0.0, []
-    by_length = [kept[0][0]]
+    by_length = [kept[0][1]]
     for _ in range(max_length - 1):
         new = []
-        for _, f in kept:
+        for _, _, f in kept:
             fm = f.evaluate(lambda c: masks[c])
             for c in allowed:
                 for op in OPS:
                     m = fm | masks[c] if op == "OR" else fm & masks[c] if op == "AND" else fm & ~masks[c]
-                    new.append((score(m), f.then(op, c)))
+                    new.append((*score(m), f.then(op, c)))
         kept = sorted(kept + new, key=lambda t: -t[0])[:beam]
-        by_length.append(kept[0][0])
-    return kept[0][1], kept[0][0], by_length
+        by_length.append(kept[0][1])
+    return kept[0][2], kept[0][1], by_length
+
+
+def brute_optimum(masks, unit, max_length=3):
+    """The best of EVERY left-deep formula of at most ``max_length`` (<= 3) concepts, by dense masks.
+
+    Ranked by I / (U + 1e-10), ties to the first in the order: shorter first, then
+    per first concept, per step the concept then the op. Returns
+    ``(formula, exact IoU, best exact IoU at each maximum length)``.
+    """
+    C, A = len(masks), int(np.count_nonzero(unit))
+    M = masks[1:].reshape(C - 1, -1)  # every concept but 0, occurring or not
+    u = unit.ravel()
+
+    def extend(F):  # (..., P) -> (..., C - 1, 3, P): per concept, per op
+        F, L = F[..., None, :], M
+        return np.stack([F | L, F & L, F & ~L], axis=-2)
+
+    layers = [M]
+    for _ in range(max_length - 1):
+        layers.append(extend(layers[-1]))
+    best, by_length = (-1.0, None, 0.0), []
+    for k, F in enumerate(layers):
+        i = np.count_nonzero(F & u, axis=-1)
+        union = np.count_nonzero(F, axis=-1) + A - i
+        r = reference_score(i.astype(np.float64), union.astype(np.float64))
+        t = int(np.argmax(r))  # the first maximum in enumeration order
+        if r.flat[t] > best[0]:
+            idx = np.unravel_index(t, r.shape)
+            f = Formula(int(idx[0]) + 1)
+            for s in range(k):
+                f = f.then(OPS[idx[2 * s + 2]], int(idx[2 * s + 1]) + 1)
+            best = (r.flat[t], f, i.flat[t] / union.flat[t])
+        by_length.append(best[2] if best[0] > 0 else 0.0)
+    return (best[1], best[2], by_length) if best[0] > 0 else (None, 0.0, by_length)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -98,6 +142,8 @@ def test_fast_search_equals_brute_force(seed, candidates):
         if trial == 0:  # a unit that is mostly one formula: long formulas win
             unit = Formula(2).then("OR", 3).then("AND NOT", 4).evaluate(lambda c: masks[c]) ^ (
                 rng.random(unit.shape) < 0.03)
+        if trial == 1:  # a unit silent in half the images: candidates="all" differs from "firing"
+            unit[: len(unit) // 2] = False
         pixels = np.flatnonzero(unit.ravel())
         fast = comp.search(index, pixels, beam=5, max_length=4, candidates=candidates)
         formula, best, by_length = brute_search(masks, unit, beam=5, max_length=4, candidates=candidates)
@@ -105,6 +151,160 @@ def test_fast_search_equals_brute_force(seed, candidates):
         assert fast.iou == pytest.approx(best, abs=1e-12)
         np.testing.assert_allclose(fast.by_length, by_length, atol=1e-12)
         assert fast.unit_pixels == unit.sum()
+
+
+def test_the_default_finds_and_not_a_concept_absent_where_the_unit_fires():
+    """Unit = A in the images of the first half; the second half repeats them with A and a scene C.
+
+    C never occurs where the unit fires, so ``candidates="firing"`` cannot use it;
+    ``A AND NOT C`` is the unit exactly. Without C no formula reaches IoU 1: the
+    two halves carry the same pixel labels, and the unit fires in one only.
+    """
+    rng = np.random.default_rng(7)
+    n, (H, W), C = 6, (8, 8), 8  # concept 1 = A, 2 = C (image-level), 3..7 clutter
+    pixel = np.zeros((n, 2, H, W), np.int64)
+    for i in range(n // 2):
+        pixel[i, 0, 1:6, 2:7] = 1  # A
+        for _ in range(4):
+            y, x = rng.integers(0, H - 2, size=2)
+            pixel[i, 1, y:y + 3, x:x + 3] = rng.integers(3, C)
+        pixel[i + n // 2] = pixel[i]
+    image = [np.array([], np.int64)] * (n // 2) + [np.array([2])] * (n // 2)
+    concepts = Labels(pixel, image, C)
+    index, masks = ConceptIndex.build(concepts), dense_masks(concepts)
+    target = masks[1] & ~masks[2]
+    pixels = np.flatnonzero(target.ravel())
+    e = comp.search(index, pixels, beam=5, max_length=3)
+    assert e.iou == 1.0
+    np.testing.assert_array_equal(e.formula.evaluate(lambda c: masks[c]), target)
+    assert e.at(2).formula == Formula(1).then("AND NOT", 2) and e.by_length[1] == 1.0
+    firing = comp.search(index, pixels, beam=5, max_length=3, candidates="firing")
+    assert firing.iou < 1.0 and 2 not in [c for _, c in firing.formula.steps]
+    assert brute_search(masks, target.reshape(n, H, W), candidates="firing")[1] < 1.0
+    assert comp.optimal(index, pixels).iou == 1.0
+
+
+def one_row(layers, n_concepts):
+    """Concepts on one image of one row: ``layers`` lists, per layer, {concept: pixel columns}."""
+    width = 1 + max(max(cols) for layer in layers for cols in layer.values())
+    pixel = np.zeros((1, len(layers), 1, width), np.int64)
+    for k, layer in enumerate(layers):
+        for c, cols in layer.items():
+            pixel[0, k, 0, cols] = c
+    return Labels(pixel, [np.array([], np.int64)], n_concepts)
+
+
+def test_ties_go_to_the_larger_union():
+    """Exactly tied IoUs: the reference's I / (U + 1e-10) ranks the larger union first, against concept order."""
+    # primitives: unit = 0..3; c1 = {0}: I 1, U 4; c2 = {0, 1, 4..7}: I 2, U 8; both IoU 1/4
+    concepts = one_row([{1: [0], 2: [1, 4, 5, 6, 7]}, {2: [0]}], 3)
+    index, masks = ConceptIndex.build(concepts), dense_masks(concepts)
+    unit = np.zeros((1, 1, masks.shape[-1]), bool)
+    unit[0, 0, :4] = True
+    pixels = np.flatnonzero(unit.ravel())
+    assert comp.iou([1, 2], [1, 6], 4).tolist() == [0.25, 0.25]
+    for beam in (1, 5):
+        e = comp.search(index, pixels, beam=beam, max_length=1)
+        assert e.formula == e.primitive == Formula(2) and e.iou == 0.25
+        assert brute_search(masks, unit, beam=beam, max_length=1)[0] == Formula(2)
+    for method in ("exhaustive", "bound"):
+        assert comp.optimal(index, pixels, max_length=1, method=method).formula == Formula(2)
+    assert brute_optimum(masks, unit, max_length=1)[0] == Formula(2)
+    # an expansion: unit = 0..3; c1 = {0..3, 8..15} (IoU 1/3) the beam; c1 AND c2 = {0, 1}: I 2, U 4;
+    # c1 AND c3 = {0, 1, 2, 8, 9}: I 3, U 6; both IoU 1/2, c2 enumerated first
+    concepts = one_row([{1: [0, 1, 2, 3, *range(8, 16)]}, {2: [0, 1, 16, 17, 18, 19]},
+                        {3: [0, 1, 2, 8, 9, 16, 17, 18, 19]}], 4)
+    index, masks = ConceptIndex.build(concepts), dense_masks(concepts)
+    unit = np.zeros((1, 1, masks.shape[-1]), bool)
+    unit[0, 0, :4] = True
+    pixels = np.flatnonzero(unit.ravel())
+    expected = Formula(1).then("AND", 3)
+    e = comp.search(index, pixels, beam=1, max_length=2)
+    assert e.primitive == Formula(1) and e.formula == expected and e.iou == 0.5
+    assert brute_search(masks, unit, beam=1, max_length=2)[0] == expected
+    for method in ("exhaustive", "bound"):
+        assert comp.optimal(index, pixels, max_length=2, method=method).formula == expected
+    assert brute_optimum(masks, unit, max_length=2)[0] == expected
+
+
+def test_the_optimum_equals_brute_force_over_every_formula():
+    worse = 0
+    for seed in range(16):
+        concepts = random_problem(seed, n=8, size=(5, 5), C=8, blobs=seed % 2 == 0)
+        index, masks = ConceptIndex.build(concepts), dense_masks(concepts)
+        rng = np.random.default_rng(200 + seed)
+        unit = rng.random((len(concepts), *concepts.mask_size)) < rng.uniform(0.1, 0.4)
+        if seed % 4 == 0:  # mostly a length-3 formula
+            unit = Formula(1).then("AND NOT", 2).then("OR", 3).evaluate(lambda c: masks[c]) ^ (
+                rng.random(unit.shape) < 0.05)
+        pixels = np.flatnonzero(unit.ravel())
+        formula, best, by_length = brute_optimum(masks, unit, max_length=3)
+        beam = comp.search(index, pixels, beam=5, max_length=3)
+        for method in ("exhaustive", "bound"):
+            e = comp.optimal(index, pixels, max_length=3, method=method)
+            assert e.method == method
+            assert e.formula == formula, (seed, method)
+            assert e.iou == pytest.approx(best, abs=1e-12)
+            np.testing.assert_allclose(e.by_length, by_length, atol=1e-12)
+            assert e.iou >= beam.iou - 1e-12
+            assert e.expanded + e.pruned == e.prefixes == 3 * len(index.pair_counts()[0]) ** 2
+            for k in (1, 2):
+                assert e.at(k).formula == brute_optimum(masks, unit, max_length=k)[0]
+        worse += beam.iou < best - 1e-12
+    assert worse > 0  # the beam misses the optimum on some of these problems
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_branch_and_bound_equals_the_exhaustive_search(seed):
+    concepts = random_problem(seed, n=24, L=4, size=(10, 10), C=26, blobs=True)
+    index = ConceptIndex.build(concepts)
+    masks = dense_masks(concepts)
+    rng = np.random.default_rng(300 + seed)
+    pruned = 0
+    for trial in range(3):
+        unit = rng.random((len(concepts), *concepts.mask_size)) < 0.15
+        if trial:
+            a, b, c = rng.choice(np.arange(1, 26), size=3, replace=False)
+            op1, op2 = rng.choice(OPS, size=2)
+            unit = Formula(a).then(op1, b).then(op2, c).evaluate(lambda k: masks[k]) ^ (rng.random(unit.shape) < 0.02)
+        pixels = np.flatnonzero(unit.ravel())
+        full = comp.optimal(index, pixels, method="exhaustive")
+        bound = comp.optimal(index, pixels, method="bound")
+        assert bound.formula == full.formula and bound.iou == full.iou and bound.by_length == full.by_length
+        assert bound.formulas == full.formulas and bound.primitive == full.primitive
+        assert bound.seed_iou <= bound.iou
+        unseeded = comp.optimal(index, pixels, method="bound", beam=0)
+        assert unseeded.formula == full.formula and unseeded.seed_iou == 0.0
+        seeded = comp.optimal(index, pixels, method="bound", lower=full.formula)  # the optimum itself as the seed
+        assert seeded.formula == full.formula and seeded.seed_iou == full.iou and seeded.expanded <= bound.expanded
+        pruned += bound.pruned
+    assert pruned > 0
+
+
+def test_every_bound_is_at_least_the_best_extension():
+    """The branch and bound's prefix bounds are admissible: never below an extension's exact IoU, unless dominated."""
+    concepts = random_problem(5, n=16, L=4, size=(8, 8), C=14)
+    index = ConceptIndex.build(concepts)
+    present, _, _ = index.pair_counts()
+    K = len(present)
+    rng = np.random.default_rng(5)
+    for trial in range(3):
+        unit = rng.random((len(concepts), *concepts.mask_size)) < 0.2
+        a = index.unit_counts(np.flatnonzero(unit.ravel()))
+        pairs = comp._Pairs(index, a)
+        bound = pairs.bounds()
+        prefixes = [Formula(int(present[x])).then(OPS[o], present[y]) for x in range(K) for o in range(3)
+                    for y in range(K)]
+        best = comp.candidate_scores(index, a, prefixes)[:, :, present].max(axis=(1, 2)).reshape(K, 3, K)
+        ok = np.isfinite(bound)
+        assert np.all(bound[ok] >= best[ok] - 1e-12)
+        assert ok.sum() < ok.size  # some prefixes are dominated
+        # a dominated prefix's extensions never beat the best formula of length <= 2 (mirrors Y op X aside)
+        _, two = pairs.best_up_to_2()
+        mirror = np.zeros_like(ok)
+        mirror[:, :2] = (np.arange(K)[:, None] > np.arange(K)[None, :])[:, None, :]
+        assert np.all(best[~ok & ~mirror] <= two.iou + 1e-12)
+        assert np.all(best[mirror] == best.transpose(2, 1, 0)[mirror])  # X op Y and Y op X: the same mask
 
 
 def test_a_longer_search_holds_every_shorter_answer():
@@ -217,3 +417,17 @@ def test_search_refuses_bad_settings():
         comp.search(index, [0, 1], candidates="some")
     with pytest.raises(ValueError, match="beam=0"):
         comp.search(index, [0, 1], beam=0)
+    with pytest.raises(ValueError, match="max_length=4"):
+        comp.optimal(index, [0, 1], max_length=4)
+    with pytest.raises(ValueError, match="method='beam'"):
+        comp.optimal(index, [0, 1], method="beam")
+
+
+def test_optimal_of_an_empty_or_unexplained_unit():
+    pixel = np.zeros((2, 1, 3, 3), np.int64)
+    pixel[0, 0, 0, 0] = 1
+    index = ConceptIndex.build(Labels(pixel, [np.array([], np.int64)] * 2, 3))
+    for pixels in ([], [9 + 4]):  # no pixel; a pixel no concept covers
+        for method in ("exhaustive", "bound"):
+            e = comp.optimal(index, pixels, method=method)
+            assert e.formula is None and e.iou == 0.0 and e.by_length == [0.0] * 3 and e.formulas == [None] * 3
