@@ -1,4 +1,5 @@
 # make figures   - every figure of the offline quick profile (sets itself up); MODEL=mini_resnet|mini_vit|...
+# make retrain MODEL=mini_alexnet - the same, with the stand-in trained here instead of its shipped weights
 # make test      - the test suite (sets itself up)
 # make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended)
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
@@ -17,7 +18,7 @@ FAISS    ?= cpu
 PY       := $(VENV)/bin/python
 FASHION  := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup fashion-mnist git-filter chromium figures paper study site demo test lab bench verify clean
+.PHONY: setup fashion-mnist git-filter chromium figures retrain paper study site demo test lab bench verify clean
 
 setup: $(VENV)/.installed fashion-mnist git-filter
 
@@ -54,6 +55,11 @@ chromium:
 
 figures: setup
 	$(PY) -m helpers.run --profile $(PROFILE) $(MODEL_ARG)
+
+# trains the stand-in (pinned, into data/<profile>/<model>/model/), says how it compares with the shipped
+# weights (hash, test accuracy), then runs every notebook with it
+retrain: setup
+	$(PY) -m helpers.run --profile $(PROFILE) -p retrain=True $(MODEL_ARG)
 
 paper: setup
 	@test -n "$(IMAGENET)" || { echo "usage: make paper IMAGENET=/path/to/imagenet (holding train/ and val/)"; exit 2; }

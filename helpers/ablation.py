@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from . import architectures, keys, store
 from .batches import Batches
 from .data import images_key
-from .models import get_device
+from .models import get_device, place
 
 log = logging.getLogger(__name__)
 FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
@@ -68,12 +68,24 @@ class Removal:
         which = np.asarray(which, dtype=np.int64).reshape(-1)
         self.basis, self.which, self.codes = basis, which, {} if cache is None else cache
         self.linear = hasattr(basis, "encoder_") or not hasattr(basis, "encode")
-        W = np.asarray(basis.components_)
+        W = np.asarray(basis.components_, np.float64)[which]
         baseline = getattr(basis, "baseline_", None)
-        self._arrays = {"W": W[which], "b": np.zeros(len(which)) if baseline is None else np.asarray(baseline)[which]}
-        if self.linear:  # orthonormal rows without an encoder_ are their own encoder
-            E = np.asarray(getattr(basis, "encoder_", W))
-            self._arrays.update(E=E[which], mean=np.asarray(basis.mean_))
+        b = np.zeros(len(which)) if baseline is None else np.asarray(baseline, np.float64)[which]
+        self._arrays, self.form = {"W": W, "b": b}, "codes"
+        if self.linear and len(which):  # orthonormal rows without an encoder_ are their own encoder
+            E = np.asarray(getattr(basis, "encoder_", basis.components_), np.float64)[which]
+            mean = np.asarray(basis.mean_, np.float64)
+            offset = -(E @ mean + b)  # z - b = rows @ E.T + offset
+            d = W.shape[1]
+            cols = np.abs(W).argmax(1)
+            if np.array_equal(E, W) and np.array_equal(np.abs(W), np.eye(d)[cols]) and len(set(cols)) == len(cols):  # neurons: set to their mean
+                keep, fill = np.ones(d), np.zeros(d)
+                keep[cols], fill[cols] = 0, mean[cols] + b * W[np.arange(len(cols)), cols]
+                self.form, self._arrays = "columns", {"keep": keep, "fill": fill}
+            elif 2 * len(which) >= d:  # one d x d product: rows @ (I - E.T W) + (mean E.T + b) W
+                self.form, self._arrays = "dense", {"M": np.eye(d) - E.T @ W, "c": -offset @ W}
+            else:  # two thin products
+                self.form, self._arrays = "low_rank", {"E_T": np.ascontiguousarray(E.T), "offset": offset, "W": W}
         self._cache = {}
 
     @classmethod
@@ -88,20 +100,32 @@ class Removal:
     def _tensors(self, rows) -> dict:
         where = (rows.device, rows.dtype)
         if where not in self._cache:
-            self._cache[where] = {k: torch.as_tensor(np.asarray(v), dtype=rows.dtype, device=rows.device)
-                                  for k, v in self._arrays.items()}
-            self._cache[where]["which"] = torch.as_tensor(self.which, device=rows.device)
+            self._cache[where] = {k: torch.as_tensor(np.asarray(v), device=rows.device,
+                                                     dtype=torch.long if k == "which" else rows.dtype)
+                                  for k, v in {**self._arrays, "which": self.which}.items()}
         return self._cache[where]
 
-    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """New rows (m, d) for ``rows`` (m, d), written into ``out`` when given (a new tensor otherwise).
+
+        Linear bases take one of three equal forms (chosen once): neurons set
+        their columns to the mean (``rows * keep + fill``); ``2k >= d`` vectors one ``d x d`` product
+        ``rows (I - EᵀW) + (mean Eᵀ + b) W``; fewer, two thin products.
+        """
+        if out is None:
+            out = torch.empty_like(rows, memory_format=torch.contiguous_format)
         if len(self) == 0:
-            return rows.clone()
+            return out.copy_(rows)
         t = self._tensors(rows)
-        if self.linear:
-            z = (rows - t["mean"]) @ t["E"].T
+        if self.form == "columns":  # rows * 1 + 0 and rows * 0 + mean: exact
+            return torch.addcmul(t["fill"], rows, t["keep"], out=out)
+        if self.form == "dense":
+            return torch.addmm(t["c"], rows, t["M"], out=out)
+        if self.form == "low_rank":
+            z = torch.addmm(t["offset"], rows, t["E_T"])
         else:
-            z = self._encoded(rows)[:, t["which"]]
-        return rows - (z - t["b"]) @ t["W"]
+            z = self._encoded(rows)[:, t["which"]] - t["b"]
+        return torch.addmm(rows, z, t["W"], alpha=-1, out=out)
 
     def _encoded(self, rows):
         last = self.codes.get("rows")
@@ -139,7 +163,7 @@ def ablate(model, layer: str, V, mean=None):
     def hook(mod, args, out):
         if len(removal) == 0:
             return None  # output unchanged, bit for bit
-        return site.apply(out, lambda rows, g: removal(rows))
+        return site.apply(out, lambda rows, g, dest: removal(rows, dest))
 
     handle = module.register_forward_hook(hook)
     try:
@@ -234,9 +258,21 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
             for b, o, n in todo]
 
 
+STACK_ROWS = {"cpu": 512}
+"""Images per suffix call by device type. On the 2-core CPU the stand-ins' sweep ran fastest with small
+stacks (conv1 of mini_alexnet: 512 rows 2.7 s, 1,024 4.1 s, 4,096 5.0 s for the same settings): the
+stack should stay in the caches. Elsewhere :data:`STACK_ROWS_DEFAULT`."""
+STACK_ROWS_DEFAULT = 2048
+
+
+def stack_rows(device) -> int:
+    """The number of images (settings x batch) the sweep stacks into one call on ``device``."""
+    return STACK_ROWS.get(torch.device(device).type, STACK_ROWS_DEFAULT)
+
+
 @torch.no_grad()
 def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=None, batch_size: int = 256,
-               max_rows: int = 1024, device=None, num_workers: int = 0, skip_bad: bool = False,
+               max_rows: int | None = None, device=None, num_workers: int = 0, skip_bad: bool = False,
                bad: list | None = None, desc: str | None = None) -> np.ndarray:
     """Top-1 accuracy with each set of vectors mean-ablated at ``layer``, the part before it run once per batch.
 
@@ -246,9 +282,9 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
         One per setting: a :class:`Removal`, or orthonormal rows removed around
         ``mean`` (``k = 0``: unablated).
     mean : ndarray of shape (d,)
-    max_rows : int
-        Most images stacked into one suffix call (settings x batch); larger stacks fall out of
-        the CPU caches (4096 is twice as slow as 1024 for a small ViT).
+    max_rows : int, optional
+        Most images stacked into one suffix call (settings x batch); default
+        :func:`stack_rows` of the device.
     skip_bad, bad : bool, list
         Leave out unreadable images, appending their records to ``bad``.
 
@@ -257,7 +293,7 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
     ndarray of shape (len(ablations),): top-1 accuracy of each setting.
     """
     device = get_device(device)
-    model = model.eval().to(device)
+    model = place(model, device)
     site = _site(model, layer)
     cut = architectures.split(model, site.path)
     if cut is None:
@@ -278,20 +314,18 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
             checked = True
         h = prefix(x)
         y = y.to(device)
-        group = max(1, max_rows // len(h))
+        group = max(1, (max_rows or stack_rows(device)) // len(h))
         for start in range(0, len(V), group):
             chunk = V[start:start + group]
 
-            def fn(rows, g, chunk=chunk):
-                return chunk[g](rows)
+            def fn(rows, g, dest, chunk=chunk):
+                return chunk[g](rows, dest)
 
-            # a new tensor per setting: the suffix may start with an in-place ReLU
-            stacked = torch.cat([h] * len(chunk))
-            if at_cut:
-                logits = suffix(site.apply(stacked, fn, len(chunk)))
-            else:
+            if at_cut:  # the settings' rows are written from the prefix's output, with no stacked copy of it
+                logits = suffix(site.apply(h, fn, len(chunk), shared=True))
+            else:  # a new tensor per setting: the suffix may start with an in-place ReLU
                 with _stacked(module, site, fn, len(chunk)):
-                    logits = suffix(stacked)
+                    logits = suffix(torch.cat([h] * len(chunk)))
             hits = (logits.argmax(1).view(len(chunk), -1) == y).sum(1)
             correct[start:start + len(chunk)] += hits.cpu().numpy()
         total += len(h)

@@ -78,19 +78,26 @@ class Site:
         h, w = _grid(n)
         return t.transpose(1, 2).reshape(b, d, h, w)
 
-    def apply(self, out, fn: Callable, groups: int = 1):
+    def apply(self, out, fn: Callable, groups: int = 1, shared: bool = False):
         """``out`` with ``fn`` applied to its channel vectors, in the module's own output format.
 
-        ``fn(rows, g)`` gets ``rows`` of shape (R, C) for group ``g`` of
-        ``groups`` equal parts of the batch (settings stacked in the batch)
-        and returns new rows; every position, prefix tokens included, is changed.
+        ``fn(rows, g, dest)`` gets ``rows`` of shape (R, C) for group ``g`` of
+        ``groups`` equal parts of the batch (settings stacked in the batch) and
+        writes the new rows into ``dest`` (R, C); every position, prefix tokens
+        included, is changed. ``shared``: ``out`` holds one group's batch, and
+        every ``fn(·, g, ·)`` reads the same rows: the result holds ``groups``
+        times the batch (no stacked copy of the input is made). A map comes back
+        as a channels-last view of the new rows (``(B, C, H, W)`` shape).
         """
         first = isinstance(out, (tuple, list))
         x = out[0] if first else out
-        c = x.shape[1] if x.ndim == 4 else x.shape[-1]
-        moved = x.permute(0, 2, 3, 1) if x.ndim == 4 else x
-        rows = moved.reshape(groups, -1, c)
-        new = torch.stack([fn(rows[g], g) for g in range(groups)]).reshape(moved.shape)
+        moved = x.permute(0, 2, 3, 1) if x.ndim == 4 else x  # a view; rows are a view for channels-last maps
+        c = moved.shape[-1]
+        rows = moved.reshape(-1, c) if shared else moved.reshape(groups, -1, c)
+        new = torch.empty((groups, rows.shape[-2], c), dtype=x.dtype, device=x.device)
+        for g in range(groups):
+            fn(rows if shared else rows[g], g, new[g])
+        new = new.reshape(groups * moved.shape[0] if shared else moved.shape[0], *moved.shape[1:])
         new = new.permute(0, 3, 1, 2) if x.ndim == 4 else new
         return (new, *out[1:]) if first else new
 

@@ -61,9 +61,14 @@ class Profile:
         patch search and accuracy.
     n_sample, n_eval : int or None
         Use only the first ``n`` images of a split (``None``: all of it).
+    retrain : bool
+        Train the stand-in here (pinned, into ``data/<profile>/<model>/model/``)
+        instead of using the weights that ship with the package
+        (:mod:`helpers.shipped`); ``smoke`` trains its tiny model.
     train_epochs, train_limit : int, int or None
-        Training of ``mini_alexnet`` on first use: epochs, and optionally the
-        number of training images (``smoke`` trains on a few hundred).
+        Training of a stand-in when ``retrain``: epochs, and optionally the
+        number of training images (``smoke`` trains on a few hundred); ``seed``
+        seeds it. The shipped weights are the quick profile's recipe.
     batch_size, num_workers : int
         DataLoader settings.
     seed : int
@@ -112,6 +117,15 @@ class Profile:
         A unit fires at its top ``quantile`` of activations over the probe set (0.005).
     beam, max_length : int, int
         Beam width and longest formula of the search (5 and 3, as the reference).
+    candidates : {"all", "firing"}
+        Concepts a beam formula is extended with: every concept of the probe set
+        (the reference's), or (a speed option) only those present in an image
+        where the unit fires, which cannot find ``A AND NOT C`` when C occurs
+        only where the unit is silent.
+    formula_search : {"beam", "optimal"}
+        The reference's beam search, or the certified-optimal formula (length
+        at most 3; exhaustive for few concepts, branch and bound for many), with
+        the beam's answer kept beside it for the share of suboptimal beam formulas.
     n_explain : int or None
         Units explained per basis and layer: the top ``n_explain`` PCs (both signs) and neurons by
         variance; ``None``: ``n_study``.
@@ -142,6 +156,7 @@ class Profile:
     eval_split: str = "test"
     n_sample: int | None = None
     n_eval: int | None = None
+    retrain: bool = False
     train_epochs: int = 2
     train_limit: int | None = None
     batch_size: int = 256
@@ -159,7 +174,7 @@ class Profile:
     token_margin: float = 0.5
     n_show: int = 5
     n_study: int = 16
-    ablation_eval: int | None = 2000
+    ablation_eval: int | None = 1000
     ablation_dense: bool = False
     concepts: str = "auto"
     broden_root: str | None = None
@@ -170,6 +185,8 @@ class Profile:
     quantile: float = 0.005
     beam: int = 5
     max_length: int = 3
+    candidates: str = "all"
+    formula_search: str = "beam"
     n_explain: int | None = None
     explain_all_neurons: bool = False
     bases: tuple = ("pca", "neuron")
@@ -204,7 +221,7 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(
-        name="smoke", n_sample=320, n_eval=192, train_epochs=1, train_limit=1024,
+        name="smoke", n_sample=320, n_eval=192, retrain=True, train_epochs=1, train_limit=1024,
         batch_size=64, pca_chunk=100, index_cap=2000, nlist=16, nprobe=4, thumb=16,
         ablation_eval=64, n_study=4, n_probe=96, sae_epochs=2,
     ),
@@ -268,7 +285,7 @@ RULES = {
     "token_margin": ("a number >= 0 (patches of context around a ViT token's patch)",
                      lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0),
     "n_show": _POSITIVE, "n_study": _POSITIVE, "ablation_eval": _OPTIONAL_POSITIVE,
-    "ablation_dense": _FLAG, "skip_bad_images": _FLAG,
+    "ablation_dense": _FLAG, "skip_bad_images": _FLAG, "retrain": _FLAG,
     "concepts": ("'auto', 'fashion' or 'broden'", lambda v: v in ("auto", "fashion", "broden")),
     "broden_root": _FOLDER,
     "broden_subset": ("a Broden subset such as 'ade20k', or 'all'", _text),
@@ -277,6 +294,10 @@ RULES = {
     "quantile": ("a number in (0, 1), e.g. 0.005 (the top 0.5 %)",
                  lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 < v < 1),
     "beam": _POSITIVE, "max_length": _POSITIVE, "n_explain": _OPTIONAL_POSITIVE,
+    "candidates": ("'all' (every concept, the reference's) or 'firing' (concepts where the unit fires)",
+                   lambda v: v in ("all", "firing")),
+    "formula_search": ("'beam' (the reference's) or 'optimal' (certified, max_length <= 3)",
+                       lambda v: v in ("beam", "optimal")),
     "explain_all_neurons": _FLAG,
     "bases": ("distinct names from pca, neuron, ica, nmf, sae, with pca among them, e.g. 'pca,neuron,sae'",
               lambda v: _layers(v) and "pca" in v and set(v) <= {"pca", "neuron", "ica", "nmf", "sae"}),
@@ -317,6 +338,10 @@ def validate(p: Profile) -> Profile:
     if p.sae_latents is not None and p.sae_k > p.sae_latents:
         raise ValueError(f"setting sae_k={p.sae_k} is not valid with sae_latents={p.sae_latents}: at most "
                          f"sae_latents latents can be active; use sae_k <= {p.sae_latents}.")
+    if p.formula_search == "optimal" and p.max_length > 3:
+        raise ValueError(f"setting formula_search='optimal' is not valid with max_length={p.max_length}: the "
+                         "certified search covers formulas of at most 3 concepts; use max_length <= 3, or "
+                         "formula_search='beam'.")
     if p.index_kind == "ivf" and p.nprobe > p.nlist:
         raise ValueError(f"setting nprobe={p.nprobe} is not valid with nlist={p.nlist}: an IVF index has "
                          f"nlist lists to probe; use nprobe <= {p.nlist}.")

@@ -36,7 +36,7 @@ from . import architectures, compositional as comp, keys, store
 from .ablation import Removal, accuracies
 from .batches import Batches
 from .data import example, images_key, select
-from .models import get_device
+from .models import get_device, place
 from .sampling import capture, forward_until
 
 MADE_BY = "08_compositional (python -m helpers.run --only 08)"
@@ -45,8 +45,8 @@ LONGEST = 5
 """The by-length curve runs to formulas of this many concepts (or ``max_length`` if longer)."""
 N_EXAMPLES = 4
 FIELDS = ("layer", "basis", "component", "sign", "neuron", "formula", "length", "iou", "primitive",
-          "iou_length1", *(f"iou_max_length_{k}" for k in range(1, LONGEST + 1)), "threshold", "unit_pixels",
-          "top1", "top1_unablated")
+          "iou_length1", *(f"iou_max_length_{k}" for k in range(1, LONGEST + 1)), "formula_beam", "iou_beam",
+          "formula_optimal", "iou_optimal", "threshold", "unit_pixels", "top1", "top1_unablated")
 TABLE = ("layer", "basis", "component", "sign", "formula", "length", "iou", "iou_length1")
 """The columns of ``compositional_explanations.csv``."""
 
@@ -133,6 +133,7 @@ def explanations_key(p, layers, images: dict, concepts: dict, ablation_images: d
                      bases_hash: str) -> dict:
     """What the explanations are made from: the settings, probe and eval images, concepts, model, bases."""
     params = {"layers": list(layers), "quantile": float(p.quantile), "beam": p.beam, "max_length": p.max_length,
+              "candidates": p.candidates, "formula_search": p.formula_search,
               "n_explain": p.n_explain or p.n_study, "explain_all_neurons": p.explain_all_neurons}
     return keys.key(params, {"model": model_id, "bases": bases_hash, "images": images, "concepts": concepts,
                              "ablation_images": ablation_images}, SOURCES)
@@ -156,7 +157,7 @@ def unit_maps(model, images, indices, layer: str, encoders, out, *, batch_size: 
     and their columns (K in all).
     """
     device = get_device(device)
-    model = model.eval().to(device)
+    model = place(model, device)
     site = architectures.sites(model, [layer], example(images, indices).to(device))
     at = 0
     batches = Batches(images, indices, batch_size, num_workers, device)
@@ -182,7 +183,7 @@ def explain_layer(model, images, indices, index, concepts, layer, unit_list, fit
     :class:`~helpers.ablation.Removal`); ``scratch``: the temporary maps file.
     """
     device = get_device(device)
-    model = model.eval().to(device)
+    model = place(model, device)
     plus = [u for u in unit_list if u["sign"] == 1]  # one per map, in map order
     encoders = {}
     for u in plus:
@@ -196,14 +197,18 @@ def explain_layer(model, images, indices, index, concepts, layer, unit_list, fit
         values = maps[u["map"]] * u["sign"]
         thr = comp.threshold(values, p.quantile)
         pixels = comp.unit_pixels(values, thr, index.size, device=device)
-        e = comp.search(index, pixels, beam=p.beam, max_length=max(LONGEST, p.max_length))
-        best = e.at(p.max_length)
+        e = comp.search(index, pixels, beam=p.beam, max_length=max(LONGEST, p.max_length), candidates=p.candidates)
+        beam = best = e.at(p.max_length)
+        if p.formula_search == "optimal":
+            best = comp.optimal(index, pixels, max_length=p.max_length, lower=beam, beam=p.beam)
         rows.append({"layer": layer, "basis": u["basis"], "component": u["component"],
                      "sign": "+" if u["sign"] > 0 else "-", "neuron": u["neuron"],
                      "formula": best.formula.text(names) if best.formula else "",
                      "length": len(best.formula) if best.formula else 0, "iou": best.iou,
                      "primitive": e.primitive.text(names) if e.primitive else "", "iou_length1": e.iou_length1,
                      **{f"iou_max_length_{k + 1}": v for k, v in enumerate(e.by_length[:LONGEST])},
+                     "formula_beam": beam.formula.text(names) if beam.formula else "", "iou_beam": beam.iou,
+                     **_optimal_fields(best if best is not beam else None, names),
                      "threshold": thr, "unit_pixels": e.unit_pixels, "map": u["map"]})
         image, mask = _examples(pixels, index.size, len(indices))
         examples["image"].append(image)
@@ -221,6 +226,31 @@ def explain_layer(model, images, indices, index, concepts, layer, unit_list, fit
     for r in rows:
         r["top1"], r["top1_unablated"] = float(top1[r.pop("map") + 1]), float(top1[0])
     return rows, {k: np.stack(v) for k, v in examples.items()}
+
+
+def _optimal_fields(opt, names) -> dict:
+    """``formula_optimal`` and ``iou_optimal`` of a row: the certified optimum, or empty (beam search only)."""
+    if opt is None:
+        return {"formula_optimal": "", "iou_optimal": float("nan")}
+    return {"formula_optimal": opt.formula.text(names) if opt.formula else "", "iou_optimal": opt.iou}
+
+
+def optimality(table):
+    """Per layer and basis: how far the beam's formulas are from the certified optimum.
+
+    ``table``: rows of ``units.csv`` made with ``formula_search="optimal"``.
+    Columns ``layer, basis, n_units, suboptimal, suboptimal_share, mean_iou_left, max_iou_left``: a
+    beam formula is suboptimal when its IoU is below the optimum's (by more than 1e-12).
+    """
+    import pandas as pd
+
+    t = table.assign(left=table.iou_optimal - table.iou_beam)
+    t = t.assign(suboptimal=t.left > 1e-12)
+    out = t.groupby(["layer", "basis"], sort=False).agg(
+        n_units=("left", "size"), suboptimal=("suboptimal", "sum"), mean_iou_left=("left", "mean"),
+        max_iou_left=("left", "max")).reset_index()
+    out.insert(4, "suboptimal_share", out.suboptimal / out.n_units)
+    return out
 
 
 def formula_mask(concepts, i: int, formula) -> np.ndarray:
@@ -319,7 +349,8 @@ def read_units(path) -> list[dict]:
     """The rows of a ``units.csv``, numbers parsed."""
     ints = {"component", "neuron", "length", "unit_pixels"}
     with open(path) as f:
-        return [{k: (int(v) if k in ints else v if k in ("layer", "basis", "sign", "formula", "primitive")
+        return [{k: (int(v) if k in ints else v if k in ("layer", "basis", "sign", "formula", "primitive",
+                                                          "formula_beam", "formula_optimal")
                      else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
 

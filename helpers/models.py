@@ -55,7 +55,7 @@ MODELS = {
     "vit_b_16": {"torchvision": "vit_b_16", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
 }
 """The built-in models: stand-ins trained here, and torchvision networks with their named weights."""
-MADE_BY = "01_sample (it trains the stand-in model on first use)"
+MADE_BY = "01_sample (it trains the stand-in model when retrain=True)"
 SOURCES = ("models", "standins", "training", "data", "batches")
 CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
@@ -129,21 +129,44 @@ def _weights(s: Spec):
     return None if s.weights is None else get_model_weights(s.target)[s.weights]
 
 
+FACTORY = ("a factory takes no arguments and returns a torch.nn.Module, or a tuple (module, preprocessing) "
+           "with preprocessing a torchvision ImageClassification-like preset (resize_size, crop_size, mean, std) "
+           "or None")
+"""What a ``<module>:<callable>`` must be, said in every refusal."""
+
+
 @functools.lru_cache(maxsize=2)
 def _factory(s: Spec):
-    """The user's factory's ``(module, preprocessing or None)``, called once per process."""
+    """The user's factory's ``(module, preprocessing or None)``, called once per process.
+
+    Raises
+    ------
+    ValueError
+        When the callable cannot be imported, is not callable, fails when called
+        without arguments, or returns anything but a module or ``(module, preprocessing)``.
+    """
     module_name, attr = s.target.rsplit(":", 1)
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-        with torch.random.fork_rng():  # a factory that initialises at random gives the same weights each time
-            torch.manual_seed(0)
-            made = factory()
     except (ImportError, AttributeError) as e:
         raise ValueError(f"model={s.name!r}: cannot import {attr} from {module_name} ({e}); put the module's "
                          "folder on PYTHONPATH (the runner passes it to every notebook).") from None
-    model, pre = made if isinstance(made, tuple) else (made, None)
+    if not callable(factory):
+        raise ValueError(f"model={s.name!r}: {attr} is a {type(factory).__name__}, not a model factory; {FACTORY}.")
+    try:
+        with torch.random.fork_rng():  # a factory that initialises at random gives the same weights each time
+            torch.manual_seed(0)
+            made = factory()
+    except Exception as e:  # noqa: BLE001 - whatever a callable that is no factory raises
+        raise ValueError(f"model={s.name!r}: calling {attr}() failed ({type(e).__name__}: {e}); it is no model "
+                         f"factory: {FACTORY}.") from None
+    model, pre = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
     if not isinstance(model, nn.Module):
-        raise ValueError(f"model={s.name!r}: the factory returned {type(model).__name__}, not a torch.nn.Module.")
+        raise ValueError(f"model={s.name!r}: {attr}() returned {type(made).__name__}, not a torch.nn.Module; "
+                         f"{FACTORY}.")
+    if pre is not None and not all(hasattr(pre, a) for a in ("resize_size", "crop_size")):
+        raise ValueError(f"model={s.name!r}: {attr}() returned a preprocessing {type(pre).__name__} without "
+                         f"resize_size and crop_size; {FACTORY}.")
     return model.eval(), pre
 
 
@@ -195,18 +218,41 @@ def get_device(device=None) -> torch.device:
     return torch.device(device)
 
 
-@torch.no_grad()
-def evaluate(model, dataset, indices=None, batch_size: int = 256, device=None,
-             num_workers: int = 0, desc: str = "evaluate") -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` (or the images ``indices``)."""
+def memory_format(device) -> torch.memory_format:
+    """How a model's 4-D tensors are laid out on ``device``: channels-last on the CPU, else contiguous.
+
+    On the CPU, oneDNN's channels-last convolutions ran the stand-ins 1.2-2 times
+    faster than the default layout (``bench/ablation.py`` prints the forward
+    rate of both); on other devices the default layout is kept.
+    """
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+def place(model: nn.Module, device=None) -> nn.Module:
+    """``model`` in eval mode on ``device`` (``None``: CUDA when available), in its :func:`memory_format`."""
     device = get_device(device)
-    model.eval().to(device)
+    return model.eval().to(device=device, memory_format=memory_format(device))
+
+
+@torch.no_grad()
+def correct_count(model, dataset, indices=None, batch_size: int = 256, device=None,
+                  num_workers: int = 0, desc: str = "evaluate") -> tuple[int, int]:
+    """``(correct, total)``: top-1 hits of ``model`` on ``dataset`` (or the images ``indices``)."""
+    device = get_device(device)
+    place(model, device)
     correct = total = 0
     batches = Batches(dataset, indices, batch_size, num_workers, device)
     for x, y, _ in tqdm(batches, desc=desc, leave=False):
         pred = model(x.to(device, non_blocking=True)).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
+    return correct, total
+
+
+def evaluate(model, dataset, indices=None, batch_size: int = 256, device=None,
+             num_workers: int = 0, desc: str = "evaluate") -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` (or the images ``indices``)."""
+    correct, total = correct_count(model, dataset, indices, batch_size, device, num_workers, desc)
     return correct / total
 
 
@@ -240,12 +286,24 @@ def checkpoint_key(profile: Profile) -> dict:
 
 
 def load_standin(profile: Profile, train: bool = True) -> tuple[nn.Module, dict]:
-    """The profile's stand-in: from its checkpoint, or trained now and cached.
+    """The profile's stand-in: its shipped weights, or (``retrain``) weights trained here.
 
-    The checkpoint is ``data/<profile>/model/model.pt`` (loaded with
-    ``weights_only=True``); its sidecar holds the test accuracy. With
-    ``train=False`` a missing or stale checkpoint is an error naming 01_sample.
+    By default the weights that ship with the package (:mod:`helpers.shipped`),
+    their file's hash checked against their record; the id is that hash. With
+    ``profile.retrain`` the stand-in is trained here (pinned, see
+    :mod:`helpers.training`) into ``data/<profile>/<model>/model/model.pt``
+    (loaded with ``weights_only=True``), reused while its key is current, and
+    compared with the shipped weights; ``train=False`` (as 03-08 load it)
+    makes a missing or stale checkpoint an error naming 01_sample.
     """
+    from . import shipped
+
+    if not profile.retrain:
+        model = builder(profile.model)()
+        model.load_state_dict(shipped.load_state(profile.model))
+        rec = shipped.record(profile.model)
+        return model.eval(), {"name": profile.model, "id": shipped.model_id(profile.model),
+                              "test_accuracy": rec["test_accuracy"], "weights": "shipped"}
     from .training import train_pinned
 
     folder, key = profile.artifact("model"), checkpoint_key(profile)
@@ -253,8 +311,14 @@ def load_standin(profile: Profile, train: bool = True) -> tuple[nn.Module, dict]
         with store.Build(folder, key, MADE_BY, profile=profile.name, resumable=False) as b:
             if not b.current:
                 result = train_pinned(profile, b.partial / "model.pt")
+                trained = builder(profile.model)()
+                trained.load_state_dict(torch.load(b.partial / "model.pt", map_location="cpu", weights_only=True))
+                result["weights_sha256"] = state_hash(trained)
+                result["compared"] = shipped.compare(profile.model, result["weights_sha256"],
+                                                     result["test_correct"], shipped.recipe(key))
                 b.commit(["model.pt"], extra=result)
-                log.info("trained %s: test accuracy %.4f", profile.model, result["test_accuracy"])
+                store.say(f"trained {profile.model}: test accuracy {result['test_correct']} of "
+                          f"{result['test_images']} ({100 * result['test_accuracy']:.2f} %); {result['compared']}")
             meta = b.meta
     else:
         meta = store.read_meta(folder, key, MADE_BY)
@@ -267,7 +331,13 @@ def load_standin(profile: Profile, train: bool = True) -> tuple[nn.Module, dict]
             f"{folder / 'model.pt'} is corrupt or not a {profile.model} checkpoint ({type(e).__name__}); "
             f"delete {folder} and rerun {MADE_BY}."
         ) from None
-    return model.eval(), {"name": profile.model, "id": meta["hash"], "test_accuracy": meta["test_accuracy"]}
+    return model.eval(), {"name": profile.model, "id": trained_id(meta), "test_accuracy": meta["test_accuracy"],
+                          "weights": "trained here", "compared": meta.get("compared")}
+
+
+def trained_id(meta: dict) -> str:
+    """The id of a checkpoint trained here, from its artifact's sidecar: ``sha256:`` of ``model.pt``."""
+    return f"sha256:{meta['files']['model.pt']['sha256']}"
 
 
 def load_torchvision(s: Spec, seed: int = 0) -> tuple[nn.Module, dict]:
@@ -331,5 +401,5 @@ def load_model(profile: Profile, device=None, train: bool = True) -> tuple[nn.Mo
         model, info = _load_other(s, profile.seed)
         info = dict(info)  # the cached one stays as it is
     info["family"] = architectures.family_of(model).name
-    return model.to(get_device(device or profile.device)), info
+    return place(model, device or profile.device), info
 

@@ -65,7 +65,7 @@ def applies(p: Profile, artifact: str) -> bool:
 
     if artifact == "compositional":
         return concepts_source(p) is not None
-    return artifact != "model" or is_trained_here(p.model)
+    return artifact != "model" or (is_trained_here(p.model) and p.retrain)
 
 
 def upstream(p: Profile, artifact: str) -> tuple:
@@ -93,10 +93,14 @@ def selection(p: Profile, which: str):
 
 
 def model_id(p: Profile) -> str:
-    """The id of the profile's model: its checkpoint's hash (stand-ins) or its weights' name."""
-    from .models import is_trained_here, weights_id
+    """The id of the profile's model: its checkpoint's hash (stand-ins, shipped or trained here) or its
+    weights' name."""
+    from . import shipped
+    from .models import is_trained_here, trained_id, weights_id
 
-    return require(p, "model")["hash"] if is_trained_here(p.model) else weights_id(p.model, p.seed)
+    if not is_trained_here(p.model):
+        return weights_id(p.model, p.seed)
+    return trained_id(require(p, "model")) if p.retrain else shipped.model_id(p.model)
 
 
 def expected(p: Profile, artifact: str) -> dict:

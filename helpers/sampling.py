@@ -23,7 +23,7 @@ from . import keys, store
 from .batches import Batches
 from .data import example, images_key
 from .architectures import sites as layer_sites
-from .models import get_device
+from .models import get_device, place
 
 log = logging.getLogger(__name__)
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
@@ -154,7 +154,7 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     finished rows are never rewritten.
     """
     device = get_device(device)
-    model = model.eval().to(device)
+    model = place(model, device)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     n = len(indices)
     if n == 0:

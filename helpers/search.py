@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import keys, store
 from .batches import Batches
 from .data import example, images_key
-from .models import get_device
+from .models import get_device, place
 from .architectures import sites as layer_sites
 from .sampling import capture, forward_until
 
@@ -126,7 +126,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     IVF-Flat) plus one batch of activations.
     """
     device = get_device(device)
-    model = model.eval().to(device)
+    model = place(model, device)
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     sites = layer_sites(model, layers, example(dataset, indices).to(device))
     shapes = {name: s.shape for name, s in sites.items()}

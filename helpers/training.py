@@ -50,13 +50,14 @@ HYPER = {"lr": 1e-3, "batch_size": 128}
 """Adam's learning rate and the batch size of every stand-in."""
 
 
-def train(profile: Profile, build) -> tuple[nn.Module, float]:
+def train(profile: Profile, build) -> tuple[nn.Module, int, int]:
     """Train ``build()`` on the profile's training images (Adam, seeded) in this process.
 
-    Returns the model (eval mode, CPU) and its top-1 accuracy on the profile's
-    eval images. Reproducible across machines only inside :func:`train_pinned`.
+    Returns the model (eval mode, CPU) and ``(correct, total)`` of its top-1 on
+    the profile's eval images. Reproducible across machines only inside
+    :func:`train_pinned`.
     """
-    from .models import evaluate
+    from .models import correct_count
 
     torch.manual_seed(profile.seed)
     images = load_dataset(profile, "train")
@@ -73,15 +74,15 @@ def train(profile: Profile, build) -> tuple[nn.Module, float]:
             loss.backward()
             opt.step()
     test = load_dataset(profile, profile.eval_split)
-    acc = evaluate(model, test, select(len(test), profile.n_eval, profile.seed), device="cpu",
-                   desc="test accuracy")
-    return model.eval(), acc
+    correct, total = correct_count(model, test, select(len(test), profile.n_eval, profile.seed), device="cpu",
+                                   desc="test accuracy")
+    return model.eval(), correct, total
 
 
 def train_pinned(profile: Profile, out, threads: int | None = None) -> dict:
     """Train the profile's stand-in in a child process with :data:`PINNED_ENV`; save its weights to ``out``.
 
-    Returns ``{"test_accuracy": ..., "torch": version, "environment": ...}``.
+    Returns ``{"test_accuracy", "test_correct", "test_images", "torch": version, "threads", "environment"}``.
 
     Raises
     ------
@@ -131,10 +132,10 @@ def main(argv=None) -> int:
     if pinned:
         torch.backends.mkldnn.enabled = False
         torch.use_deterministic_algorithms(True)
-    model, acc = train(profile, builder(profile.model))
+    model, correct, total = train(profile, builder(profile.model))
     torch.save(model.state_dict(), Path(out))
     environment = {k: os.environ.get(k) for k in PINNED_ENV}
-    print(json.dumps({"test_accuracy": acc, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    print(json.dumps({"test_accuracy": correct / total, "test_correct": correct, "test_images": total, "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "environment": {**environment, "mkldnn": torch.backends.mkldnn.enabled, "device": "cpu"}}))
     return 0
 

@@ -14,11 +14,12 @@
 # per image, the layer module's own output (pre-ReLU) — for a conv map at one
 # seeded random spatial position, for a ViT at one seeded random patch token,
 # stored with its `(image, y, x)`. How a network's layers are read is asked of
-# its family (`helpers/architectures.py`). On the `quick` and `smoke` profiles
-# the stand-in network (`mini_alexnet`, `mini_resnet` or `mini_vit`) is
-# trained here on first use.
+# its family (`helpers/architectures.py`). A stand-in network (`mini_alexnet`,
+# `mini_resnet` or `mini_vit`) comes with the weights that ship with the package
+# (their hash checked against their record, `helpers/weights/`); with
+# `retrain=True` (the `smoke` profile's default) it is trained here first.
 #
-# Writes `data/<profile>/<model>/model/` (stand-in only) and `data/<profile>/<model>/sample/`.
+# Writes `data/<profile>/<model>/model/` (stand-in with `retrain=True` only) and `data/<profile>/<model>/sample/`.
 # An interrupted run resumes where it stopped.
 
 # %% tags=["parameters"]
@@ -32,6 +33,7 @@ sample_split = None
 eval_split = None
 n_sample = None
 n_eval = None
+retrain = None  # True: train the stand-in here instead of using its shipped weights
 train_epochs = None
 train_limit = None
 batch_size = None
@@ -60,6 +62,8 @@ n_probe = None  # 08: probe images (seeded subset); quick: 2000
 quantile = None  # 08: a unit fires at its top quantile (0.005)
 beam = None
 max_length = None
+candidates = None  # 08: "all" (every concept, the reference's) | "firing" (a speed option)
+formula_search = None  # 08: "beam" (the reference's) | "optimal" (certified, max_length <= 3)
 n_explain = None  # 08: units per basis and layer; None: n_study
 explain_all_neurons = None
 bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
@@ -89,7 +93,10 @@ from helpers import models, provenance, sampling
 # %%
 net, info = models.load_model(p)
 accuracy = f", test accuracy {100 * info['test_accuracy']:.2f} %" if "test_accuracy" in info else ""
-print(f"{info['name']} ({info['family']} family){accuracy}; weights {info['id'][:40]}…")
+print(f"{info['name']} ({info['family']} family){accuracy}; weights {info['id'][:40]}…"
+      + (f" ({info['weights']})" if "weights" in info else ""))
+if info.get("compared"):
+    print(f"retrained: {info['compared']}")
 
 # %% [markdown]
 # ## One forward pass per batch, all layers captured pre-ReLU

@@ -35,6 +35,7 @@ sample_split = None
 eval_split = None
 n_sample = None
 n_eval = None
+retrain = None  # True: train the stand-in here instead of using its shipped weights
 train_epochs = None
 train_limit = None
 batch_size = None
@@ -63,6 +64,8 @@ n_probe = None  # 08: probe images (seeded subset); quick: 2000
 quantile = None  # 08: a unit fires at its top quantile (0.005)
 beam = None
 max_length = None
+candidates = None  # 08: "all" (every concept, the reference's) | "firing" (a speed option)
+formula_search = None  # 08: "beam" (the reference's) | "optimal" (certified, max_length <= 3)
 n_explain = None  # 08: units per basis and layer; None: n_study
 explain_all_neurons = None
 bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)

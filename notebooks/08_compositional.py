@@ -15,8 +15,11 @@
 # over every pixel of the probe images. A unit fires at its top `quantile`
 # (0.5 %) of activations over the probe set; its map is upsampled bilinearly
 # to the concept masks' size. Formulas grow left-deep with `OR`, `AND`,
-# `AND NOT` in a beam of `beam` (5) up to `max_length` (3) concepts, as the
-# reference code does. Units: the top `n_explain` PCs of each layer (each sign
+# `AND NOT` in a beam of `beam` (5) up to `max_length` (3) concepts, each beam
+# formula extended with every concept (`candidates="all"`), ties to the larger
+# union, as the reference code does; `formula_search="optimal"` takes the
+# certified-best formula instead (exhaustive or branch and bound) and reports
+# how far the beam's formulas are from it. Units: the top `n_explain` PCs of each layer (each sign
 # its own unit: a PC's sign is arbitrary) and the top `n_explain` neurons by
 # variance. Layers without a spatial map (fc layers) are skipped.
 #
@@ -47,6 +50,7 @@ sample_split = None
 eval_split = None
 n_sample = None
 n_eval = None
+retrain = None  # True: train the stand-in here instead of using its shipped weights
 train_epochs = None
 train_limit = None
 batch_size = None
@@ -75,6 +79,8 @@ n_probe = None  # 08: probe images (seeded subset); quick: 2000
 quantile = None  # 08: a unit fires at its top quantile (0.005)
 beam = None
 max_length = None
+candidates = None  # 08: "all" (every concept, the reference's) | "firing" (a speed option)
+formula_search = None  # 08: "beam" (the reference's) | "optimal" (certified, max_length <= 3)
 n_explain = None  # 08: units per basis and layer; None: n_study
 explain_all_neurons = None
 bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
@@ -113,6 +119,20 @@ print(f"{meta['probe_images']} probe images, {meta['concepts'] - 1} concept numb
 table = units[list(explain.TABLE)]
 p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("compositional_explanations.csv"), index=False)
+
+# %% [markdown]
+# ## Beam vs certified optimum
+#
+# With `formula_search="optimal"`: per layer and basis, the share of units whose
+# beam formula is not optimal and the IoU the beam leaves (optimum − beam).
+
+# %%
+if p.formula_search == "optimal":
+    gaps = explain.optimality(units)
+    gaps.to_csv(p.figure("compositional_optimality.csv"), index=False)
+    display(gaps.style.format({"suboptimal_share": "{:.2f}", "mean_iou_left": "{:.4f}", "max_iou_left": "{:.4f}"}))
+else:
+    print("beam search only (formula_search='beam'); -p formula_search=optimal compares it with the optimum")
 
 # %% [markdown]
 # ## The best-explained units of each layer
@@ -188,7 +208,8 @@ rho = explain.importance(units)
 rho.to_csv(p.figure("compositional_vs_ablation.csv"), index=False)
 names = [f"{n}.{x}" for n in ("fig_compositional_iou", "fig_compositional_iou_by_length",
                               "fig_compositional_examples") for x in ("png", "pdf")]
-provenance.record_outputs(p, "08_compositional", names + ["compositional_explanations.csv",
-                                                          "compositional_vs_ablation.csv"],
+tables = ["compositional_explanations.csv", "compositional_vs_ablation.csv"]
+tables += ["compositional_optimality.csv"] if p.formula_search == "optimal" else []
+provenance.record_outputs(p, "08_compositional", names + tables,
                           ["model", "bases", "compositional"])
 rho

@@ -144,7 +144,7 @@ def test_token_sites_read_the_patch_grid_and_write_every_token():
     out = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(2, 5, 5)  # (B, 1 + 4 tokens, D)
     grid = site.read(out)
     assert grid.shape == (2, 5, 2, 2) and torch.equal(grid[1, :, 1, 0], out[1, 3])
-    doubled = site.apply((out, None), lambda rows, g: rows * 2)
+    doubled = site.apply((out, None), lambda rows, g, dest: torch.mul(rows, 2, out=dest))
     assert isinstance(doubled, tuple) and torch.equal(doubled[0], out * 2)
 
 

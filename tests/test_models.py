@@ -1,7 +1,9 @@
+import json
+
 import pytest
 import torch
 
-from helpers import data, models, sampling
+from helpers import models, sampling
 from helpers.config import load_profile
 from helpers.standins import MiniAlexNet
 
@@ -50,17 +52,27 @@ def test_missing_alexnet_weights_name_the_cache(tmp_path, monkeypatch):
         models.load_torchvision(models.spec("alexnet"))
 
 
-@pytest.mark.parametrize("model,target", [("mini_alexnet", 0.85), ("mini_resnet", 0.85), ("mini_vit", 0.83)])
-def test_quick_stand_ins_reach_their_accuracy_and_their_sidecars_are_true(model, target):
-    """Trains the quick profile's stand-in if it is not cached yet (about 2 minutes each on 2 cores)."""
-    p = load_profile("quick", model=model)
-    net, info = models.load_model(p, device="cpu")
-    test = data.load_dataset(p, "test")
-    acc = models.evaluate(net, test, device="cpu")
-    # the sidecar's accuracy was measured in the pinned training process; this process may pick
-    # other CPU kernels, which can flip a near-tie: at most a couple of the 10,000 images
-    assert acc == pytest.approx(info["test_accuracy"], abs=2e-4)
-    assert acc >= target
+def test_smoke_trains_its_stand_in_and_says_how_it_compares(tmp_path):
+    p = load_profile("smoke", data_dir=str(tmp_path))
+    _, info = models.load_model(p, device="cpu")
+    meta = json.loads((p.artifact("model") / "meta.json").read_text())
+    assert info["id"] == f"sha256:{meta['files']['model.pt']['sha256']}" and info["weights"] == "trained here"
+    assert meta["compared"].startswith("trained with another recipe than the shipped mini_alexnet weights: epochs 1")
+    assert meta["test_images"] == 192 and meta["test_correct"] == round(meta["test_accuracy"] * 192)
+
+
+@pytest.mark.parametrize("factory,why", [
+    ("os:system", r"calling system\(\) failed \(TypeError"),
+    ("os:sep", r"sep is a str, not a model factory"),
+    ("builtins:dict", r"dict\(\) returned dict, not a torch.nn.Module"),
+])
+def test_a_callable_that_is_no_model_factory_is_refused(factory, why):
+    with pytest.raises(ValueError, match=rf"model='{factory}': {why}.*a factory takes no arguments and returns "
+                                         r"a torch.nn.Module, or a tuple \(module, preprocessing\)"):
+        load_profile("paper", model=factory)
+    from helpers.run import main
+
+    assert main(["--profile", "paper", "-p", f"model={factory}", "--only", "01"]) == 1  # refused, no traceback
 
 
 def test_corrupt_checkpoint_says_how_to_fix(tmp_path):

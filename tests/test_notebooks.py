@@ -244,18 +244,20 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
 
 @pytest.mark.parametrize("model", ["mini_resnet", "mini_vit"])
 def test_all_eight_notebooks_run_for_the_other_stand_ins(model, tmp_path):
-    """The runner (papermill) on smoke, 01-08, with a residual network and a vision transformer."""
+    """The runner (papermill) on smoke, 01-08, with a residual network and a vision transformer (their shipped
+    weights: training is tested on mini_alexnet)."""
     import subprocess
     import sys
 
     dirs = {"data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures")}
-    cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "-p", f"model={model}",
+    cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "-p", f"model={model}", "-p", "retrain=False",
            *(a for k, v in dirs.items() for a in ("-p", f"{k}={v}"))]
     done = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     from helpers.config import load_profile
 
-    p = load_profile("smoke", model=model, **dirs)
+    p = load_profile("smoke", model=model, retrain=False, **dirs)
+    assert not p.artifact("model").exists()  # the shipped weights: nothing trained
     assert p.figures_path.name == model and p.data_path.name == model
     table = pd.read_csv(p.figure("explained_variance_counts.csv"))
     assert list(table.layer.unique()) == list(p.layers)
@@ -276,3 +278,24 @@ def test_all_eight_notebooks_run_for_the_other_stand_ins(model, tmp_path):
     explained = pd.read_csv(p.figure("compositional_explanations.csv"), keep_default_na=False)
     assert list(explained.layer.unique()) == [l for l in p.layers if kinds[l] != "vector"]
     assert (explained.iou > 0).mean() > 0.5
+
+
+def test_08_optimal_search_keeps_the_beam_beside_a_certified_optimum(copy):
+    """formula_search='optimal' remakes only 08; every unit's optimum is at least its beam formula."""
+    from helpers import run
+    from helpers.config import load_profile
+
+    before = pd.read_csv(copy.data / "compositional" / "units.csv", keep_default_na=False)
+    said = []
+    run.run("smoke", only=["08"], parameters={**copy.params, "formula_search": "optimal"}, say=said.append)
+    assert said[0] == f"plan (smoke, {copy.data}): 08_compositional"
+    p = load_profile("smoke", **copy.params, formula_search="optimal")
+    units = pd.read_csv(p.artifact("compositional") / "units.csv", keep_default_na=False)
+    assert (units.iou_optimal >= units.iou_beam - 1e-12).all() and (units.iou == units.iou_optimal).all()
+    assert (units.formula == units.formula_optimal).all()
+    assert (before.iou == units.iou_beam).all() and (before.formula_beam == units.formula_beam).all()
+    gaps = pd.read_csv(p.figure("compositional_optimality.csv"))
+    assert list(gaps.columns) == ["layer", "basis", "n_units", "suboptimal", "suboptimal_share", "mean_iou_left",
+                                  "max_iou_left"]
+    assert gaps.suboptimal_share.between(0, 1).all() and (gaps.mean_iou_left >= -1e-12).all()
+    assert gaps.n_units.sum() == len(units)
