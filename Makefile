@@ -10,7 +10,7 @@ PYTHON   ?= python3
 VENV     ?= .venv
 PROFILE  ?= quick
 IMAGENET ?=
-# the network: empty for the profile's own (mini_alexnet; alexnet on paper), or any name of helpers/models.py
+# the network: empty for the profile's own (mini_alexnet; alexnet on paper), or any name of helpers/models/registry.py
 MODEL    ?=
 MODEL_ARG = $(if $(MODEL),-p model=$(MODEL),)
 # FAISS build: cpu, or gpu (faiss-gpu-cu12) with `make setup FAISS=gpu`
@@ -22,11 +22,11 @@ FASHION  := /usr/share/datasets/fashion-mnist
 
 setup: $(VENV)/.installed fashion-mnist git-filter
 
-# notebooks saved from JupyterLab keep their outputs on disk, never in a commit (helpers/nbstrip.py,
+# notebooks saved from JupyterLab keep their outputs on disk, never in a commit (helpers/pipeline/nbstrip.py,
 # applied to notebooks/*.ipynb by .gitattributes; git runs it from the project root)
 git-filter:
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
-	  git config filter.notebook-outputs.clean "$(PY) -m helpers.nbstrip"; fi
+	  git config filter.notebook-outputs.clean "$(PY) -m helpers.pipeline.nbstrip"; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian's dataset-fashion-mnist where apt is usable; otherwise data/raw/ or
-# torchvision's download are tried on first use (helpers/data.py).
+# torchvision's download are tried on first use (helpers/images/fashion.py).
 fashion-mnist:
 	@if [ -d $(FASHION) ] || ls data/raw/*idx* >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
@@ -68,7 +68,7 @@ paper: setup
 # after `make figures` (06 makes the stimuli); PROFILE=smoke|quick|paper, PORT=8866
 PORT     ?= 8866
 study: setup
-	$(PY) -m helpers.study_app --profile $(PROFILE) --port $(PORT) $(MODEL_ARG)
+	$(PY) -m helpers.study.app --profile $(PROFILE) --port $(PORT) $(MODEL_ARG)
 
 site: setup
 	$(PY) -m helpers.site --profile $(PROFILE)

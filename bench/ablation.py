@@ -1,8 +1,8 @@
 """The ablation sweep (prefix once per batch, settings stacked) vs a naive full forward per setting.
 
-    python bench/ablation.py                 # quick profile, 500 eval images, every layer
-    python bench/ablation.py --n 2000 --layers conv1 fc1
-    python bench/ablation.py --model mini_resnet   # or mini_vit (after `make figures MODEL=...`)
+    python bench/sweep.py                 # quick profile, 500 eval images, every layer
+    python bench/sweep.py --n 2000 --layers conv1 fc1
+    python bench/sweep.py --model mini_resnet   # or mini_vit (after `make figures MODEL=...`)
 
 Both compute top-1 accuracy for the same settings on the quick profile's
 (cached) model and bases: the naive way runs ``model(x)`` under
@@ -16,8 +16,10 @@ import time
 
 import numpy as np
 
-from helpers import ablation, bases, data, models, provenance
-from helpers.config import load_profile
+from helpers import ablation, bases, models
+from helpers.images import select
+from helpers.pipeline import provenance
+from helpers.pipeline.settings import load_profile
 
 
 def main() -> None:
@@ -29,8 +31,8 @@ def main() -> None:
 
     p = load_profile("quick", model=args.model)
     net, _ = models.load_model(p, device="cpu", train=False)
-    images = data.load_dataset(p, p.eval_split)
-    indices = data.select(len(images), args.n, p.seed)
+    images = models.load_dataset(p, p.eval_split)
+    indices = select(len(images), args.n, p.seed)
     key = provenance.expected(p, "bases")  # the quick profile's current bases, or a clear error
     table, _ = bases.explained_variance_table(p.artifact("bases"), p.layers, key=key)
     print(f"quick profile, {p.model}, {len(indices)} eval images, batch {p.batch_size}")

@@ -1,7 +1,7 @@
 """Every basis of notebook 02 against the scikit-learn estimators a user would otherwise reach for.
 
-    python bench/bases.py                        # n = 100,000, d = 256, and the quick profile's conv3
-    python bench/bases.py --n 20000 --sae-epochs 1   # smaller
+    python bench/fit.py                        # n = 100,000, d = 256, and the quick profile's conv3
+    python bench/fit.py --n 20000 --sae-epochs 1   # smaller
 
 Synthetic activations as in ``bench/pca.py`` (a decaying spectrum plus noise
 and an offset, float32, in a memory-mapped .npy file) and, when it exists, a
@@ -33,7 +33,7 @@ K = 64
 
 
 def _r2(basis, X, relu=False) -> float:
-    from helpers.bases import explained_curve
+    from helpers.bases.curves import explained_curve
 
     return float(explained_curve(basis, X, relu=relu)[-1])
 
@@ -54,19 +54,19 @@ def _child(method: str, path: str, sae_epochs: int, queue) -> None:
         if method == "PCA + neurons (streamed)":
             basis, relu = pca, False
         elif method == "ICABasis (PCA-whitened)":
-            from helpers.factor import ICABasis
+            from helpers.bases import ICABasis
 
             s = time.perf_counter()
             basis, relu = ICABasis(K).fit(X, pca=pca), False
             stages["FastICA on the whitened subsample"] = time.perf_counter() - s
         elif method == "NMFBasis (MiniBatchNMF)":
-            from helpers.factor import NMFBasis
+            from helpers.bases import NMFBasis
 
             s = time.perf_counter()
             basis, relu = NMFBasis(K).fit(X), True
             stages["MiniBatchNMF epochs + codes pass"] = time.perf_counter() - s
         else:
-            from helpers.sae import SAEBasis
+            from helpers.bases.sae import SAEBasis
 
             s = time.perf_counter()
             basis, relu = SAEBasis(k=16, epochs=sae_epochs, device="cpu").fit(X), False

@@ -1,4 +1,4 @@
-"""Compositional explanations: the signature index of ``helpers.compositional`` vs one mask per candidate.
+"""Compositional explanations: the signature index of ``helpers.explain`` vs one mask per candidate.
 
     python bench/compositional.py                       # 2,000 images, 112x112, 300 concepts, 64 units
     python bench/compositional.py --images 300 --units 8 --ref-units 1   # a quick run
@@ -17,15 +17,15 @@ OR, product for AND, ``1 - x`` for NOT) over the concepts' area fractions in
 each cell, plus Gaussian noise and a weak distractor concept, so that most units
 have a clear but imperfect explanation, often of length 2 or 3.
 
-Both methods get the same unit masks (``comp.threshold`` at the top 0.5 %, then
-``comp.unit_pixels``: bilinear upsampling, half-pixel centres), timed once as the
+Both methods get the same unit masks (``explain.threshold`` at the top 0.5 %, then
+``explain.unit_pixels``: bilinear upsampling, half-pixel centres), timed once as the
 shared "threshold + mask" phase. Then:
 
-* fast path: ``ConceptIndex.build`` once, ``comp.search(...)`` per unit with
+* fast path: ``ConceptIndex.build`` once, ``explain.search(...)`` per unit with
   the default ``candidates="all"`` (the reference's); the ``"firing"`` option
   (only the concepts present where the unit fires) is timed too, with how often
   it gives a lower IoU;
-* certified optimum: ``comp.optimal(...)`` per unit (``--optimal-units``), seeded
+* certified optimum: ``explain.optimal(...)`` per unit (``--optimal-units``), seeded
   with the beam's answer; exhaustive or branch and bound as it chooses, with the
   prefixes it expanded and pruned and how often (and by how much) it beats the
   beam;
@@ -69,8 +69,8 @@ import time
 
 import numpy as np
 
-from helpers import compositional as comp
-from helpers.compositional import OPS, ConceptIndex, Formula
+from helpers import explain
+from helpers.explain.explanations import OPS, ConceptIndex, Formula
 
 ADE = dict(images=22_210, size=112, concepts=1_200, units=512, length=3, beam=5, hours=14, processes=8)
 """Broden-ADE as probed by the reference code, and the time it reported (about 14 h with 8 processes)."""
@@ -387,9 +387,9 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=3, help="maximum formula length")
     parser.add_argument("--max-gb", type=float, default=3.0, help="memory for the reference's dense masks")
     parser.add_argument("--optimal-units", type=int, default=None,
-                        help="units the certified optimum (comp.optimal) runs on (default: all; 0: none)")
+                        help="units the certified optimum (explain.optimal) runs on (default: all; 0: none)")
     parser.add_argument("--optimal-method", default="auto", choices=("auto", "exhaustive", "bound"),
-                        help="comp.optimal's method (auto: exhaustive for few concepts, else branch and bound)")
+                        help="explain.optimal's method (auto: exhaustive for few concepts, else branch and bound)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     N, H = args.images, args.size
@@ -414,18 +414,18 @@ def main() -> None:
     t_mask, t_search, pixels, expl = [], [], [], []
     for u in range(args.units):
         t = time.perf_counter()
-        thr = comp.threshold(maps[u], QUANTILE)
-        px = comp.unit_pixels(maps[u], thr, (H, W))
+        thr = explain.threshold(maps[u], QUANTILE)
+        px = explain.unit_pixels(maps[u], thr, (H, W))
         t_mask.append(time.perf_counter() - t)
         t = time.perf_counter()
-        expl.append(comp.search(index, px, beam=B, max_length=LEN))
+        expl.append(explain.search(index, px, beam=B, max_length=LEN))
         t_search.append(time.perf_counter() - t)
         pixels.append(px)
     peak = peak_gb()
     t_firing, firing = [], []
     for u in range(args.units):
         t = time.perf_counter()
-        firing.append(comp.search(index, pixels[u], beam=B, max_length=LEN, candidates="firing"))
+        firing.append(explain.search(index, pixels[u], beam=B, max_length=LEN, candidates="firing"))
         t_firing.append(time.perf_counter() - t)
     t_firing, firing_iou = np.array(t_firing), np.array([e.iou for e in firing])
     t_mask, t_search = np.array(t_mask), np.array(t_search)
@@ -442,7 +442,7 @@ def main() -> None:
           + (f"; none: {lengths[0]}" if lengths[0] else ""))
     print(f"unit masks: {mask_px.mean():,.0f} pixels, {firing_images.mean():,.0f} firing images (means)")
 
-    print("\nfast path (helpers.compositional), measured on every unit")
+    print("\nfast path (helpers.explain), measured on every unit")
     print(f"  concept index build (once)          {fmt_s(t_index)}   {S:,} signatures ({S / N:.1f} per image), "
           f"nnz(P) {nnz:,}, {index_gb * 1024:,.0f} MB")
     print(f"  per unit: threshold + mask (shared) {fmt_s(t_mask.mean())}   mean of {args.units}")
@@ -471,12 +471,12 @@ def main() -> None:
         t_opt, opt = [], []
         for u in opt_ids:
             t = time.perf_counter()
-            opt.append(comp.optimal(index, pixels[u], max_length=LEN, lower=expl[u], method=args.optimal_method))
+            opt.append(explain.optimal(index, pixels[u], max_length=LEN, lower=expl[u], method=args.optimal_method))
             t_opt.append(time.perf_counter() - t)
         t_opt = np.array(t_opt)
         gain = np.array([o.iou - expl[u].iou for o, u in zip(opt, opt_ids)])
         methods = sorted({o.method for o in opt})
-        print(f"\ncertified optimum (comp.optimal, {' / '.join(methods)}, seeded with the beam's answer), "
+        print(f"\ncertified optimum (explain.optimal, {' / '.join(methods)}, seeded with the beam's answer), "
               f"{len(opt_ids)} of {args.units} units")
         print(f"  per unit: optimum                   {fmt_s(t_opt.mean())}   mean (min {fmt_s(t_opt.min()).strip()}, "
               f"max {fmt_s(t_opt.max()).strip()}, median {fmt_s(float(np.median(t_opt))).strip()}); beam search "

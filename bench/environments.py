@@ -38,11 +38,11 @@ PREDICT = """
 import sys, json, os, torch
 if os.environ.get("HELPERS_MKLDNN") == "0":
     torch.backends.mkldnn.enabled = False
-from helpers import data, models
-from helpers.config import load_profile
+from helpers import models
+from helpers.pipeline.settings import load_profile
 p = load_profile("quick", model=sys.argv[1])
 net, _ = models.load_model(p, device="cpu")
-test = data.load_dataset(p, "test")
+test = models.load_dataset(p, "test")
 preds = []
 with torch.no_grad():
     for start in range(0, len(test), 500):

@@ -72,7 +72,7 @@ def compare(name: str, X: np.ndarray, Q: np.ndarray, nlist: int, nprobe=(1, 2, 4
 
 
 def quick_profile_set():
-    from helpers.config import load_profile
+    from helpers.pipeline.settings import load_profile
     from helpers.sampling import open_sample
     from helpers.search import load_index
 

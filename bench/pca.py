@@ -73,7 +73,8 @@ def _child(method: str, path: str, queue) -> None:
     out = {}
     mem = PeakMemory().__enter__()
     if method == "PCABasis (streamed)":
-        from helpers.bases import PCABasis, StreamingMoments
+        from helpers.bases import StreamingMoments
+        from helpers.bases.pca import PCABasis
 
         X = np.load(path, mmap_mode="r")
         t = time.perf_counter()

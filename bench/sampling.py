@@ -1,7 +1,7 @@
 """Activation sampling throughput: all layers in one pass vs one pass per layer vs the bare forward.
 
     python bench/sampling.py                     # quick profile: mini_alexnet, Fashion-MNIST test split
-    python bench/sampling.py --model mini_resnet  # or mini_vit: the quick stand-ins (trained on first use)
+    python bench/sampling.py --model mini_resnet  # or mini_vit: the quick stand-ins (shipped weights)
     python bench/sampling.py --model vit_b_16 --n 512 --device cuda   # torchvision networks, 224 px
 
 "bare forward" runs the same DataLoader and model with nothing captured or
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import data, models, sampling
-from helpers.config import load_profile
+from helpers import models, sampling
+from helpers.pipeline.settings import load_profile
 
 
 def bare_forward(model, dataset, batch_size, device):
@@ -44,7 +44,7 @@ def best_of(repeat, fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="mini_alexnet", help="any model name of helpers/models.py")
+    parser.add_argument("--model", default="mini_alexnet", help="any model name of helpers/models/registry.py")
     parser.add_argument("--n", type=int, default=None, help="images (default: the whole test split / 256)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default=None)
@@ -55,7 +55,7 @@ def main() -> None:
     if models.is_trained_here(args.model):
         p = load_profile("quick", model=args.model)
         model, _ = models.load_model(p, device=device)
-        test = data.load_dataset(p, "test")
+        test = models.load_dataset(p, "test")
         n = args.n or len(test)
         x = torch.stack([test[i][0] for i in range(n)])
         dataset = TensorDataset(x, torch.zeros(n, dtype=torch.long))

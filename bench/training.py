@@ -5,7 +5,7 @@ environments, each in a fresh process, and reports the time, the test
 accuracy, a hash of the weights, and the 80 %/99 % counts of the PCA and
 neuron bases of each layer (sample of ``--n-sample`` training images):
 
-- pinned (``helpers.training``), 2 threads and 1 thread: the package's way;
+- pinned (``helpers.models.training``), 2 threads and 1 thread: the package's way;
 - unpinned, 2 threads and 1 thread: PyTorch's defaults (AVX-512 where the CPU
   has it, oneDNN convolutions);
 - unpinned with AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``,
@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import bases, data, models, sampling, training
-from helpers.config import load_profile
+from helpers import bases, models, sampling
+from helpers.images import select
+from helpers.models import training
+from helpers.pipeline.settings import load_profile
 
 VARIANTS = [
     ("pinned, 2 threads", dict(pinned=True, threads=2)),
@@ -42,8 +44,8 @@ def counts_table(p, weights, folder) -> dict:
     """``{(layer, basis): (k80, k99)}`` of a model's sample (pre-ReLU PCA and neurons)."""
     model = models.builder(p.model)()
     model.load_state_dict(weights)
-    images = data.load_dataset(p, p.sample_split)
-    indices = data.select(len(images), p.n_sample, p.seed)
+    images = models.load_dataset(p, p.sample_split)
+    indices = select(len(images), p.n_sample, p.seed)
     sampling.sample_activations(model.eval(), images, p.layers, folder, indices=indices, seed=p.seed,
                                 batch_size=p.batch_size, device="cpu")
     out = {}

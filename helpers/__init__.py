@@ -1,16 +1,15 @@
 """Reproduction package for "Neuron-based explanations of neural networks sacrifice
 completeness and interpretability" (Dey et al., TMLR 2025).
 
-Each step of the method lives in one module: ``sampling`` (activations),
-``bases`` (PCA and neuron bases), ``receptive`` and ``search`` (patches and
-their nearest neighbours), ``visualize`` (grids), ``ablation``, ``study``
-(user-study stimuli, trial lists, response log), ``study_app`` (the
-participants' app), ``observer`` (the machine observer), ``analysis`` (Fig. 7
-statistics), ``plots`` (figures). Around them: ``config`` (the profiles and
-every setting's rules), ``data`` and ``batches`` (images), ``models`` and
-``training`` (networks), ``store``, ``keys`` and ``locks`` (artifacts on disk,
-what made them, one writer at a time), ``provenance`` (what each artifact is
-made from), ``run`` (the papermill runner) and ``verify`` (checking artifacts).
+One subpackage or module per step of the method, in the order it runs: ``images``
+(datasets, the batch feeder, concepts), ``models`` (registry, shipped stand-ins,
+families and hook sites, receptive fields), ``sampling`` (activations), ``bases``
+(PCA, neurons, ICA, NMF, SAE), ``search`` (the patch index), ``grids``, ``ablation``
+(Fig. 6), ``study`` (stimuli, app, observers, Fig. 7), ``explain`` (compositional
+explanations), ``explorer``, ``plots`` and ``reference``; under them ``pipeline``
+(settings, artifacts, provenance, kernels); above them ``steps`` (the catalogue
+that registers every artifact), ``run`` (the papermill runner), ``verify`` and
+``site``. Imports run one way, down that list (``tests/test_layout.py``).
 """
 import os as _os
 from pathlib import Path as _Path

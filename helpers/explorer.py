@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import html
 
-from .config import load_profile
-from .data import example, load_dataset
-from .explain import describe, formulas
-from .models import load_model
-from .receptive import receptive_fields
-from .visualize import Visualizer, grid_png
+from .explain.explanations import describe, formulas
+from .grids.visualize import Visualizer, grid_png
+from .images.common import example
+from .models.inputs import load_dataset
+from .models.loading import load_model
+from .models.receptive import receptive_fields
+from .pipeline.settings import load_profile
 
 
 def visualizer_for(profile) -> Visualizer:
@@ -23,7 +24,7 @@ def visualizer_for(profile) -> Visualizer:
 
     It refuses artifacts that are not current for the profile (``provenance``).
     """
-    from .provenance import keys
+    from .pipeline.provenance import keys
 
     model, _ = load_model(profile, device="cpu", train=False)
     images = load_dataset(profile, profile.eval_split)
@@ -37,7 +38,7 @@ def missing_artifacts(p) -> str | None:
 
     Checked before any model is loaded: on a profile never run, nothing is downloaded.
     """
-    from .provenance import made_by
+    from .pipeline.provenance import made_by
 
     for artifact in ("sample", "bases", "index"):
         if not (p.artifact(artifact) / "meta.json").exists():

@@ -1,4 +1,5 @@
-"""One function per paper figure (matplotlib); :func:`save` writes PNG and PDF."""
+"""One function per paper figure (matplotlib); :func:`save` writes PNG and PDF.
+"""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ COLOURS = {"pca": "tab:blue", "neuron": "tab:orange", "ica": "tab:green", "nmf":
 
 
 def _label(basis: str) -> str:
-    from .bases import KINDS
+    from .bases.kinds import KINDS
 
     return KINDS[basis].label if basis in KINDS else basis
 
@@ -68,7 +69,7 @@ def explained_variance(curves: dict, thresholds=(0.8, 0.99)):
     thresholds : tuple of float
         Levels whose counts are marked and labelled.
     """
-    from .bases import curve_counts
+    from .bases.curves import curve_counts
 
     fig, axes = _panels(len(curves))
     for ax, (layer, found) in zip(axes, curves.items()):
@@ -98,7 +99,7 @@ def basis_grids(layer: str, shown: dict):
 
     ``shown``: ``{basis: [dicts from Visualizer.grid (image, label)]}`` (the paper: PCs left, neurons right).
     """
-    from .bases import KINDS
+    from .bases.kinds import KINDS
 
     shown = {b: g for b, g in shown.items() if g}
     rows = max(len(g) for g in shown.values())
@@ -173,7 +174,7 @@ def ablation(table):
 
 def _styles(table) -> dict:
     """``{basis: dict(color, label)}`` for the bases in ``table["basis"]``, in the order of ``bases.KINDS``."""
-    from .bases import KINDS
+    from .bases.kinds import KINDS
 
     found = set(table["basis"])
     order = [b for b in KINDS if b in found] + sorted(found - set(KINDS))

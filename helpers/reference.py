@@ -1,4 +1,6 @@
-"""The paper's published numbers (Dey et al., TMLR 2025), to print beside reproduced ones."""
+"""The paper's published numbers (Dey et al., TMLR 2025), to print beside reproduced ones.
+"""
+from __future__ import annotations
 
 MODEL = "alexnet"
 """The model the published numbers are of (torchvision's AlexNet, ImageNet weights)."""
@@ -12,8 +14,10 @@ def applies(model: str) -> bool:
 ALEXNET_TOP1 = 0.5652
 """Top-1 accuracy of torchvision's AlexNet (IMAGENET1K_V1) on ImageNet val."""
 
+
 LAYER_DIMS = {"conv1": 64, "conv2": 192, "conv3": 384, "conv4": 256, "conv5": 256,
               "fc1": 4096, "fc2": 4096, "fc3": 1000}
+
 
 EXPLAINED_VARIANCE_COUNTS = {
     # layer: {curve: (k80, k99)}, the labels printed on Fig. 5
@@ -27,11 +31,14 @@ EXPLAINED_VARIANCE_COUNTS = {
     "fc3": {"pca_pre_relu": (37, 624), "neuron_pre_relu": (709, 980)},
 }
 
+
 USER_STUDY_ACCURACY = {
     # layer: (PCA, neuron), mean over 22 participants read off Fig. 7 (approximate)
     "conv1": (0.93, 0.90), "conv2": (0.93, 0.82), "conv3": (0.88, 0.85), "conv4": (0.84, 0.81),
     "conv5": (0.84, 0.79), "fc1": (0.88, 0.71), "fc2": (0.90, 0.67), "fc3": (0.85, 0.82),
 }
+
+
 USER_STUDY_PARTICIPANTS = 22
 
 

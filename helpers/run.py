@@ -20,41 +20,21 @@ kernel dies, the message names the executed copy and the likely cause.
 from __future__ import annotations
 
 import argparse
-import ast
+import logging
 import os
-import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import provenance
-from .config import PROFILES, ROOT, SETTINGS, load_profile
-from .locks import WAIT_ENV, Lock, LockedError
-from .store import RESTART_ENV
+from . import steps as _steps  # noqa: F401  importing the catalogue registers every step's artifacts
+from .pipeline import provenance
+from .pipeline.kernels import QUIET, _oom_kills, diagnose, kernel_environment, parse_parameters
+from .pipeline.locks import Lock, LockedError
+from .pipeline.settings import PROFILES, ROOT, SETTINGS, load_profile
 
 NOTEBOOKS = ROOT / "notebooks"
-ROOT_ENV = "HELPERS_ROOT"
-
-
-def parse_value(text: str):
-    """A ``-p`` value as a Python literal when it is one (``3``, ``None``, ``[1, 2]``), else a string."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_parameters(pairs) -> dict:
-    """``["seed=1", "layers=conv1,fc1"]`` -> ``{"seed": 1, "layers": "conv1,fc1"}``."""
-    params = {}
-    for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"-p {pair!r} is not key=value; write e.g. -p seed=1.")
-        params[key.strip()] = parse_value(value.strip())
-    return params
 
 
 def find_notebooks(only=None, folder=NOTEBOOKS) -> list[Path]:
@@ -71,12 +51,7 @@ def find_notebooks(only=None, folder=NOTEBOOKS) -> list[Path]:
 
 def preflight(p) -> None:
     """Refuse, before any kernel starts, what cannot work: a missing split, a model that cannot take the images."""
-    from .data import check_split
-    from .models import check
-
-    check(p)
-    check_split(p, p.sample_split, "sample_split")
-    check_split(p, p.eval_split, "eval_split")
+    provenance.preflight(p)
 
 
 def plan(p, chosen: list[Path], available: list[Path]) -> list[tuple[Path, str]]:
@@ -112,85 +87,38 @@ def plan(p, chosen: list[Path], available: list[Path]) -> list[tuple[Path, str]]
     return [(by_number[n], why[n]) for n in sorted(why)]
 
 
-QUIET = ["--IPKernelApp.log_level=ERROR"]
-"""Kernel arguments: no startup warnings per notebook (the kernel listens on 127.0.0.1, jupyter_client's
-default, and says so at WARNING level each time); errors still show."""
-
-
 def _makes(nb: Path) -> tuple:
     """The artifacts a notebook makes (none for one that is not a step)."""
     return provenance.STEPS.get(nb.stem.split("_")[0], provenance.Step("", (), ())).makes
 
 
-def kernel_variables(wait: bool = True, restart: bool = False) -> dict:
-    """Environment for notebook kernels: this checkout first on the path (and named), lock and restart policy."""
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            ROOT_ENV: str(ROOT), WAIT_ENV: "1" if wait else "0", RESTART_ENV: "1" if restart else "0"}
-
-
-@contextmanager
-def kernel_environment(wait: bool, restart: bool):
-    """:func:`kernel_variables` set while the kernels of a run start (they inherit them)."""
-    new = kernel_variables(wait, restart)
-    old = {k: os.environ.get(k) for k in new}
-    os.environ.update(new)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _oom_kills() -> int:
-    """Processes the out-of-memory killer ended in this container so far (cgroup v2 or v1), or -1."""
-    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
-        try:
-            for line in Path(path).read_text().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            continue
-    return -1
-
-
-def _available_memory() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return -1
-
-
-def diagnose(data_path: Path, oom_before: int) -> str:
-    """The likely cause of a kernel's death that can be seen from here: a full disk, the OOM killer."""
-    folder = Path(data_path)
-    while not folder.exists():
-        folder = folder.parent
-    disk = shutil.disk_usage(folder)
-    causes = []
-    if disk.free < max(256 * 2**20, disk.total // 100):
-        causes.append(f"the disk holding {data_path} is full ({disk.free / 2**20:,.0f} MiB free): free space, "
-                      "or set data_dir to a folder on a larger disk")
-    oom = _oom_kills()
-    if oom_before >= 0 and oom > oom_before:
-        causes.append("the out-of-memory killer ended a process meanwhile: the kernel ran out of memory "
-                      "(lower batch_size, pca_chunk or index_cap)")
-    if causes:
-        return "likely cause: " + "; ".join(causes)
-    memory = _available_memory()
-    return (f"no cause visible from here ({disk.free / 2**30:,.1f} GiB free on its disk, "
-            f"{memory / 2**30:,.1f} GiB memory available now)")
-
-
 def _step_lock(p, nb: Path, wait: bool, say) -> Lock:
     number = nb.stem.split("_")[0]
     return Lock(p.data_path / ".locks" / f"step-{number}.lock", f"step {nb.stem} of {p.data_path}", wait, say)
+
+
+NOTEBOOK_ENV = "HELPERS_NOTEBOOK"
+"""The notebook a kernel runs, for its records (:data:`helpers.pipeline.settings.TRACE_ENV`)."""
+
+
+class _KnownSettings(logging.Filter):
+    """Papermill warns of a parameter a notebook's cell does not list; a setting is meant to reach every
+    notebook (the keys of upstream artifacts depend on it), so that warning is left out for settings."""
+
+    def filter(self, record) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Passed unknown parameter: ") and text.split(": ", 1)[1] in SETTINGS)
+
+
+@contextmanager
+def _every_setting_reaches_every_notebook():
+    quiet = _KnownSettings()
+    logging.getLogger("papermill").addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger("papermill").removeFilter(quiet)
+        os.environ.pop(NOTEBOOK_ENV, None)
 
 
 def run(profile: str = "quick", only=None, parameters: dict | None = None, folder=NOTEBOOKS,
@@ -214,19 +142,17 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
     p = load_profile(profile, **{k: v for k, v in settings.items() if k in SETTINGS})
     available = find_notebooks(None, folder)
     chosen = find_notebooks(only, folder)
-    declared = {name for nb in chosen for name in pm.inspect_notebook(str(nb))}
-    unknown = sorted(set(parameters) - declared)
+    known = set(SETTINGS) | {name for nb in chosen for name in pm.inspect_notebook(str(nb))}
+    unknown = sorted(set(parameters) - known)
     if unknown:
-        raise ValueError(f"-p {unknown}: not a parameter of these notebooks; they take {sorted(declared)}.")
+        raise ValueError(f"-p {unknown}: not a setting nor a parameter of these notebooks; the settings are "
+                         f"{sorted(SETTINGS)}.")
     preflight(p)
     skipped = [nb for nb in chosen if _makes(nb) and not any(provenance.applies(p, a) for a in _makes(nb))]
     if skipped and only:
-        from .explain import NO_CONCEPTS
-
-        raise ValueError(NO_CONCEPTS.format(dataset=p.dataset))
+        raise ValueError(provenance.why_not(p, _makes(skipped[0])[0]))
     for nb in skipped:
-        say(f"{nb.stem} skipped: it needs concepts, which dataset={p.dataset!r} has none of; give "
-            "-p broden_root=<the Broden folder> to run it")
+        say(f"{nb.stem} skipped: {provenance.why_not(p, _makes(nb)[0])}")
     chosen = [nb for nb in chosen if nb not in skipped]
     steps = plan(p, chosen, available) if only else [(nb, "asked for") for nb in chosen]
     extra = [(nb, why) for nb, why in steps if why != "asked for"]
@@ -236,12 +162,13 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
     out_dir = p.data_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
-    with kernel_environment(wait, restart):
+    with kernel_environment(wait, restart), _every_setting_reaches_every_notebook():
         for nb, _ in tqdm(steps, desc=f"notebooks ({profile})", unit="nb"):
             out = out_dir / nb.name
             try:
                 with _step_lock(p, nb, wait, say):
                     oom = _oom_kills()
+                    os.environ[NOTEBOOK_ENV] = nb.stem
                     try:
                         pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
                                             progress_bar=False, log_output=log_output, extra_arguments=QUIET)

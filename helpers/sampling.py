@@ -2,7 +2,7 @@
 
 One forward pass per batch captures every requested layer through forward
 hooks (always removed). Each layer is read as its family says
-(:mod:`helpers.architectures`): for a map (a conv layer, a ViT's patch tokens)
+(:mod:`helpers.models`): for a map (a conv layer, a ViT's patch tokens)
 one position per image is kept, drawn from a seeded generator; for a vector
 (fc) the whole vector. The vectors stream into ``<layer>.npy`` memory maps with
 their ``(image, y, x)`` in ``<layer>_loc.npy`` (``y = x = -1`` for vectors;
@@ -19,15 +19,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import keys, store
-from .batches import Batches
-from .data import example, images_key
-from .architectures import sites as layer_sites
-from .models import get_device, place
+from .images.batches import Batches
+from .images.common import example, images_key
+from .models.running import get_device, place
+from .models.sites import sites as layer_sites
+from .models.inputs import selection
+from .models.loading import model_id
+from .pipeline import keys, provenance, store
 
 log = logging.getLogger(__name__)
+
+
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
-SOURCES = ("sampling", "architectures", "models", "data", "batches")
+
+
+SOURCES = ("sampling", "models/registry", "models/loading", "models/families", "models/sites", "models/inputs", "images/common", "images/fashion", "images/folders", "images/batches")
 
 
 class _Stop(Exception):
@@ -42,7 +48,7 @@ def capture(model, sites: dict, pick=None, stop_after: str | None = None):
     ----------
     model : torch.nn.Module
     sites : dict
-        ``{name: Site}`` from :func:`helpers.architectures.sites`; each output
+        ``{name: Site}`` from :func:`helpers.models.sites.sites`; each output
         is read as a map (B, C, H, W) or a vector (B, D).
     pick : callable, optional
         ``pick(name, output) -> tensor`` chooses what to keep; it must return a
@@ -242,7 +248,7 @@ def _shorten(path, rows: int, chunk: int = 1 << 16) -> None:
 def open_sample(folder, layer: str, key: dict | None = None, made_by: str = MADE_BY):
     """Memory-map one layer's sample: ``(X, loc)`` of shapes (n, d) and (n, 3).
 
-    ``key`` is the sample's expected key (see :mod:`helpers.provenance`); a
+    ``key`` is the sample's expected key (see :mod:`helpers.pipeline.provenance`); a
     stale, missing or damaged sample raises with what to rerun.
     """
     meta = store.read_meta(folder, key, made_by)
@@ -252,3 +258,10 @@ def open_sample(folder, layer: str, key: dict | None = None, made_by: str = MADE
             "rerun 01_sample with that layer."
         )
     return store.open_array(folder, layer, made_by), store.open_array(folder, f"{layer}_loc", made_by)
+
+
+def _key(p) -> dict:
+    return sample_key(p.layers, p.seed, images_key(*selection(p, "sample")), model_id(p))
+
+
+provenance.register("sample", _key, upstream=("model",))

@@ -18,16 +18,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import keys, store
-from .batches import Batches
-from .data import example, images_key
-from .models import get_device, place
-from .architectures import sites as layer_sites
+from .bases import fit as _bases  # noqa: F401  registers the bases, which an index is made from
+from .images.batches import Batches
+from .images.common import example, images_key
+from .models.running import get_device, place
+from .models.sites import sites as layer_sites
+from .models.inputs import selection
+from .models.loading import model_id
+from .pipeline import keys, provenance, store
 from .sampling import capture, forward_until
 
 log = logging.getLogger(__name__)
+
+
 MADE_BY = "03_index (python -m helpers.run --only 03)"
-SOURCES = ("search", "sampling", "architectures", "models", "data", "batches")
+
+
+SOURCES = ("search", "sampling", "models/registry", "models/loading", "models/families", "models/sites", "models/inputs", "images/common", "images/fashion", "images/folders", "images/batches")
 
 
 def as_float32(X, d: int | None = None, name: str = "X") -> np.ndarray:
@@ -176,7 +183,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
 def load_index(folder, layer: str, nprobe: int | None = None, device=None, key: dict | None = None):
     """``(index, loc)`` of one layer: the FAISS index (on GPU when available) and (N, 3) locations.
 
-    ``key``: the key the index must have (see :mod:`helpers.provenance`).
+    ``key``: the key the index must have (see :mod:`helpers.pipeline.provenance`).
     """
     folder = Path(folder)
     meta = store.read_meta(folder, key, MADE_BY)
@@ -191,3 +198,13 @@ def load_index(folder, layer: str, nprobe: int | None = None, device=None, key: 
     if nprobe is not None and hasattr(index, "nprobe"):
         index.nprobe = nprobe
     return to_device(index, device), store.open_array(folder, f"{layer}_loc", MADE_BY)
+
+
+def _key(p) -> dict:
+    sample = provenance.require(p, "sample")["hash"] if p.index_kind == "ivf" else None
+    return index_key(p.layers, images_key(*selection(p, "eval")), model_id(p), provenance.require(p, "bases")["hash"],
+                     cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, seed=p.seed, sample_hash=sample)
+
+
+provenance.register("index", _key,
+                    upstream=lambda p: ("model", "bases") + (("sample",) if p.index_kind == "ivf" else ()))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import provenance
-from .config import PROFILES, SETTINGS, load_profile
+from . import steps as _steps  # noqa: F401  importing the catalogue registers every step's artifacts
+from .pipeline import provenance
+from .pipeline.settings import PROFILES, SETTINGS, load_profile
 
 LABEL = {"current": "good", "stale": "stale", "corrupt": "corrupt", "missing": "missing"}
 

@@ -26,66 +26,29 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# Overrides of the profile (helpers/config.py); None keeps the profile's value.
-dataset = None
-data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
+# runner or papermill (-p name=value): see docs/notebooks.md.
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
-sample_split = None
-eval_split = None
-n_sample = None
-n_eval = None
-retrain = None  # True: train the stand-in here instead of using its shipped weights
-train_epochs = None
-train_limit = None
-batch_size = None
-num_workers = None
-seed = None
-device = None  # "cuda", "cpu"; None: CUDA when available
-pca_chunk = None
-index_cap = None
-index_kind = None  # "flat" (exact) or "ivf"
-nlist = None
-nprobe = None
-n_targets = None
-n_neighbours = None
-thumb = None
-token_margin = None  # ViT: patches of context around a token's patch
-n_show = None
-n_study = None
-ablation_eval = None
-ablation_dense = None
-concepts = None  # 08: "fashion" (Fashion-MNIST annotator) | "broden"; None: "auto"
-broden_root = None  # 08: Broden folder (index.csv, label.csv, images/)
-broden_subset = None  # 08: e.g. "ade20k" (default) or "all"
-broden_categories = None  # 08: e.g. "object,part,scene,texture,color"
-mask_size = None  # 08: mask side (Broden only); None: Broden's own
-n_probe = None  # 08: probe images (seeded subset); quick: 2000
-quantile = None  # 08: a unit fires at its top quantile (0.005)
-beam = None
-max_length = None
-candidates = None  # 08: "all" (every concept, the reference's) | "firing" (a speed option)
-formula_search = None  # 08: "beam" (the reference's) | "optimal" (certified, max_length <= 3)
-n_explain = None  # 08: units per basis and layer; None: n_study
-explain_all_neurons = None
 bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
-ica_components = None
-nmf_components = None
+pca_chunk = None  # rows per streamed chunk of the fit
+ica_components = None  # ICA: vectors per layer (at most its d)
+nmf_components = None  # NMF: vectors per layer (of the post-ReLU activations)
 sae_latents = None  # None: 4·d
-sae_k = None
-sae_epochs = None
-skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
-data_dir = None
-figures_dir = None
+sae_k = None  # SAE: active latents per input (TopK)
+sae_epochs = None  # SAE: training epochs
+seed = None  # every seeded choice (subsets, shuffles, learned bases)
+device = None  # "cuda", "cpu"; None: CUDA when available
 
 # %%
-from helpers import config
+from helpers import pipeline
 
-p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p = pipeline.given(profile, globals())
 p
 
 # %%
-from helpers import bases, plots, provenance, reference
+from helpers import bases, plots, reference
+from helpers.pipeline import provenance
 
 # %%
 meta = bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, chunk_size=p.pca_chunk,

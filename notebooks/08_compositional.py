@@ -25,7 +25,7 @@
 #
 # Concepts: Broden at `broden_root` (the paper profile; its ADE20K images and the
 # categories object, part, scene, texture, color, as the reference results),
-# or, on Fashion-MNIST, a deterministic annotator (`helpers/concepts.py`):
+# or, on Fashion-MNIST, a deterministic annotator (`helpers/images/concepts.py`):
 # garment/background, intensity bands, regions of the garment, edge
 # orientations, texture, and the class as an image-level concept.
 #
@@ -41,35 +41,10 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# Overrides of the profile (helpers/config.py); None keeps the profile's value.
-dataset = None
-data_root = None  # ImageNet folder with train/ and val/ (paper profile)
+# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
+# runner or papermill (-p name=value): see docs/notebooks.md.
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
-sample_split = None
-eval_split = None
-n_sample = None
-n_eval = None
-retrain = None  # True: train the stand-in here instead of using its shipped weights
-train_epochs = None
-train_limit = None
-batch_size = None
-num_workers = None
-seed = None
-device = None  # "cuda", "cpu"; None: CUDA when available
-pca_chunk = None
-index_cap = None
-index_kind = None  # "flat" (exact) or "ivf"
-nlist = None
-nprobe = None
-n_targets = None
-n_neighbours = None
-thumb = None
-token_margin = None  # ViT: patches of context around a token's patch
-n_show = None
-n_study = None
-ablation_eval = None
-ablation_dense = None
 concepts = None  # 08: "fashion" (Fashion-MNIST annotator) | "broden"; None: "auto"
 broden_root = None  # 08: Broden folder (index.csv, label.csv, images/)
 broden_subset = None  # 08: e.g. "ade20k" (default) or "all"
@@ -77,32 +52,29 @@ broden_categories = None  # 08: e.g. "object,part,scene,texture,color"
 mask_size = None  # 08: mask side (Broden only); None: Broden's own
 n_probe = None  # 08: probe images (seeded subset); quick: 2000
 quantile = None  # 08: a unit fires at its top quantile (0.005)
-beam = None
-max_length = None
+beam = None  # 08: beam width (the reference's: 5)
+max_length = None  # 08: longest formula (the reference's: 3)
 candidates = None  # 08: "all" (every concept, the reference's) | "firing" (a speed option)
-formula_search = None  # 08: "beam" (the reference's) | "optimal" (certified, max_length <= 3)
+formula_search = None  # 08: "beam" (as the reference) | "optimal" (certified; max_length 3 at most)
 n_explain = None  # 08: units per basis and layer; None: n_study
-explain_all_neurons = None
-bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
-ica_components = None
-nmf_components = None
-sae_latents = None  # None: 4·d
-sae_k = None
-sae_epochs = None
-skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
-data_dir = None
-figures_dir = None
+explain_all_neurons = None  # 08: True: every neuron, not only the top n_explain
+ablation_eval = None  # eval images of the sweep (a seeded subset of n_eval); None: all
+batch_size = None  # images per forward pass
+num_workers = None  # DataLoader workers for image folders
+seed = None  # every seeded choice (subsets, shuffles, learned bases)
+device = None  # "cuda", "cpu"; None: CUDA when available
 
 # %%
-from helpers import config
+from helpers import pipeline
 
-p = config.load_profile(profile, **{k: globals()[k] for k in config.SETTINGS})
+p = pipeline.given(profile, globals())
 p
 
 # %%
 import pandas as pd
 
-from helpers import bases, explain, models, plots, provenance
+from helpers import bases, explain, models, plots
+from helpers.pipeline import provenance
 
 # %%
 net, info = models.load_model(p, train=False)

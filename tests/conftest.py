@@ -1,10 +1,11 @@
 """Shared fixtures: tiny data that exercise the real loading code."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-from collections import namedtuple
 import sys
+from collections import namedtuple
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from helpers import keys, store, study
-from helpers.config import ROOT, load_profile
+from helpers.pipeline import keys, store
+from helpers.pipeline.settings import ROOT, TRACE_ENV, load_profile
+from helpers.study import stimuli as study
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -104,12 +106,12 @@ EVERY_BASIS = "pca,neuron,ica,nmf,sae"
 """The session's smoke run fits every basis; the other stand-ins run with the default (PCA, neurons)."""
 
 
-def _papermill(nb, out, **params):
+def _papermill(nb, out, env=None, **params):
     """The papermill command line, as a user runs one notebook alone."""
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "--cwd", str(nb.parent)]
     for k, v in params.items():
         cmd += ["-p", k, str(v)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     assert done.returncode == 0, f"{nb.name} failed; see {out}\n{done.stderr[-3000:]}"
 
 
@@ -118,8 +120,9 @@ def smoke(tmp_path_factory):
     """Every notebook run alone with the papermill CLI on the smoke profile, in order."""
     tmp = tmp_path_factory.mktemp("smoke")
     dirs = {"data_dir": tmp / "data", "figures_dir": tmp / "figures"}
-    for nb in NOTEBOOKS:
-        _papermill(nb, tmp / nb.name, profile="smoke", bases=EVERY_BASIS, **dirs)
+    for nb in NOTEBOOKS:  # each records the settings it reads (tests/test_notebooks.py checks its cell)
+        _papermill(nb, tmp / nb.name, env={TRACE_ENV: str(tmp / "settings"), "HELPERS_NOTEBOOK": nb.stem},
+                   profile="smoke", bases=EVERY_BASIS, **dirs)
     return load_profile("smoke", bases=EVERY_BASIS, **{k: str(v) for k, v in dirs.items()})
 
 

@@ -8,8 +8,8 @@ import sys
 import time
 import urllib.request
 
-from helpers.config import ROOT
-from tests.test_study_browser import free_port
+from helpers.pipeline.settings import ROOT
+from tests.study.test_app_browser import free_port
 
 
 def test_lab_serves_a_py_as_a_notebook_and_saving_it_updates_the_pair(tmp_path):

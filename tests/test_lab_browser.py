@@ -11,9 +11,9 @@ import urllib.request
 import nbformat
 import pytest
 
-from helpers.config import ROOT
+from helpers.pipeline.settings import ROOT
 from tests.conftest import EVERY_BASIS
-from tests.test_study_browser import chromium, free_port
+from tests.study.test_app_browser import chromium, free_port
 
 
 def with_parameters(name, dst, **values):

@@ -1,6 +1,8 @@
 """The notebooks: committed clean, paired with their .py, and run headless by papermill."""
+import ast
 import json
 import re
+from pathlib import Path
 
 import jupytext
 import nbformat
@@ -10,8 +12,11 @@ import papermill as pm
 import pytest
 from PIL import Image
 
-from helpers import bases
-from helpers.config import ROOT, SETTINGS
+from helpers import bases, models
+from helpers.images import select
+from helpers import run
+from helpers.pipeline import provenance
+from helpers.pipeline.settings import ROOT, SETTINGS
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
@@ -21,11 +26,58 @@ def test_notebook_is_clean_paired_and_has_one_literal_parameters_cell(path):
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     declared = pm.inspect_notebook(str(path))
-    assert {"profile", *SETTINGS} <= set(declared), "every profile setting is a parameter"
+    assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert set(declared) == assigned, "papermill cannot parse a line of the parameters cell (an '=' in a comment?)"
+    own = {"min_rt_ms"} if path.stem == "study_app" else set()  # the app's own parameter
+    assert "profile" in declared and set(declared) - {"profile"} - own <= set(SETTINGS) - {"data_dir", "figures_dir"}, \
+        "a parameters cell lists the profile and settings of its step (data_dir, figures_dir: injected)"
     assert all(p["inferred_type_name"] in ("str", "None", "int", "float", "bool") for p in declared.values())
     paired = jupytext.read(path.with_suffix(".py"))
     assert [c.source for c in paired.cells] == [c.source for c in nb.cells], \
         f"run `jupytext --sync {path}`"
+
+
+def cell_settings(number: str) -> set:
+    """The settings a numbered notebook's parameters cell lists."""
+    path = next((ROOT / "notebooks").glob(f"{number}_*.ipynb"))
+    return set(pm.inspect_notebook(str(path))) - {"profile"}
+
+
+def upstream_steps(number: str) -> set:
+    """The notebooks that make what a notebook reads, and what those read, recursively."""
+    found = set()
+    for artifact in provenance.STEPS[number].reads:
+        maker = provenance.PRODUCER[artifact]
+        found |= {maker} | upstream_steps(maker)
+    return found
+
+
+OPTIONAL = {"08": {"broden_subset", "broden_categories", "mask_size"}}
+"""Settings a cell lists that the smoke profile does not read (they shape Broden's probe set)."""
+ALSO_READS = {"04": {"08"}}
+"""04's explorer shows 08's formulas beside a grid when they exist, reading their key."""
+INJECTED = {"data_dir", "figures_dir"}
+"""Where artifacts and figures go: the runner and the tests give them to every notebook."""
+
+
+def test_every_setting_a_notebook_reads_is_in_its_cell_or_an_upstream_steps(smoke):
+    """A notebook's cell lists what its step reads; what else it reads keys the artifacts it is given (the
+    cells of the notebooks that make them list it), or says where files go. Recorded on the smoke run."""
+    traces = Path(smoke.data_dir).parent / "settings"
+    for number in provenance.STEPS:
+        read = set((traces / f"{provenance.STEPS[number].notebook}.txt").read_text().split())
+        allowed = cell_settings(number) | INJECTED
+        for up in upstream_steps(number) | ALSO_READS.get(number, set()):
+            allowed |= cell_settings(up)
+        assert read - allowed == set(), f"{provenance.STEPS[number].notebook} reads settings of no step before it"
+        assert cell_settings(number) - read <= OPTIONAL.get(number, set()), \
+            f"{provenance.STEPS[number].notebook}'s cell lists settings its step did not read on the smoke profile"
+
+
+def test_the_cell_check_can_fail(tmp_path):
+    """The first notebook reads nothing upstream: a setting of 02 read by 01 would be refused."""
+    assert upstream_steps("01") == set() and upstream_steps("06") == {"01", "02", "03", "04"}
+    assert "bases" not in cell_settings("01") | INJECTED
 
 
 def test_01_02_sample_and_explained_variance(smoke):
@@ -110,7 +162,7 @@ def test_explorer_shows_the_chosen_grid(smoke, tmp_path):
 
 def test_explorer_on_a_profile_without_artifacts_loads_no_model(tmp_path, monkeypatch):
     from helpers import explorer as ex
-    from helpers.config import load_profile
+    from helpers.pipeline.settings import load_profile
 
     monkeypatch.setattr(ex, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     panel = ex.explorer(profile=load_profile("paper", data_dir=str(tmp_path)))
@@ -170,7 +222,7 @@ def _parse(text, concepts):
     """A formula's text back into a Formula (names to numbers)."""
     import re
 
-    from helpers.compositional import Formula
+    from helpers.explain.formula import Formula
 
     parts = re.split(r" (OR|AND NOT|AND) ", text.replace("(", "").replace(")", ""))
     f = Formula(concepts.number(parts[0]))
@@ -184,7 +236,7 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
     import torch
     import torch.nn.functional as F
 
-    from helpers import architectures, concepts as cs, data, models
+    from helpers.images import concepts as cs
 
     p = smoke
     table = pd.read_csv(p.figure("compositional_explanations.csv"), keep_default_na=False)
@@ -203,8 +255,8 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
             assert p.figure(name).with_suffix(ext).stat().st_size > 1000
 
     net, _ = models.load_model(p, train=False)
-    images = data.load_dataset(p, p.eval_split)
-    indices = data.select(len(images), p.n_probe, p.seed)
+    images = models.load_dataset(p, p.eval_split)
+    indices = select(len(images), p.n_probe, p.seed)
     concepts = cs.FashionConcepts.of(images, indices)
     x = torch.stack([images[int(i)][0] for i in indices])
     masks = np.zeros((len(concepts.names), len(indices), 28, 28), bool)
@@ -217,7 +269,7 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
         fitted = bases.load_basis(p.artifact("bases"), layer, basis)
         v = fitted.components_[row.component - 1] * (1 if sign == "+" else -1)
         got = []
-        module = net.get_submodule(architectures.resolve(net, [layer])[layer])
+        module = net.get_submodule(models.resolve(net, [layer])[layer])
         handle = module.register_forward_hook(lambda m, a, out: got.append(out.detach().clone()))
         with torch.no_grad():
             net(x)
@@ -254,7 +306,7 @@ def test_all_eight_notebooks_run_for_the_other_stand_ins(model, tmp_path):
            *(a for k, v in dirs.items() for a in ("-p", f"{k}={v}"))]
     done = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    from helpers.config import load_profile
+    from helpers.pipeline.settings import load_profile
 
     p = load_profile("smoke", model=model, retrain=False, **dirs)
     assert not p.artifact("model").exists()  # the shipped weights: nothing trained
@@ -282,8 +334,7 @@ def test_all_eight_notebooks_run_for_the_other_stand_ins(model, tmp_path):
 
 def test_08_optimal_search_keeps_the_beam_beside_a_certified_optimum(copy):
     """formula_search='optimal' remakes only 08; every unit's optimum is at least its beam formula."""
-    from helpers import run
-    from helpers.config import load_profile
+    from helpers.pipeline.settings import load_profile
 
     before = pd.read_csv(copy.data / "compositional" / "units.csv", keep_default_na=False)
     said = []

@@ -12,15 +12,16 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from helpers import keys, locks, provenance, run, store
-from helpers.config import ROOT, load_profile
+from helpers import run
+from helpers.pipeline import kernels, keys, locks, provenance, store
+from helpers.pipeline.settings import ROOT, load_profile
 
 
 def test_parse_parameters_reads_literals_and_strings():
-    assert run.parse_parameters(["seed=1", "layers=conv1,fc1", "device=None", "n_sample=[1, 2]"]) == {
+    assert kernels.parse_parameters(["seed=1", "layers=conv1,fc1", "device=None", "n_sample=[1, 2]"]) == {
         "seed": 1, "layers": "conv1,fc1", "device": None, "n_sample": [1, 2]}
     with pytest.raises(ValueError, match="not key=value"):
-        run.parse_parameters(["seed"])
+        kernels.parse_parameters(["seed"])
 
 
 def test_only_selects_by_number_or_name_and_rejects_unknown():
@@ -54,7 +55,7 @@ def test_failure_names_the_executed_notebook_with_the_traceback(tmp_path):
 
 
 def test_unknown_parameter_and_profile_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"-p \['sede'\]: not a parameter"):
+    with pytest.raises(ValueError, match=r"-p \['sede'\]: not a setting nor a parameter"):
         run.run("smoke", only=["01"], parameters={"sede": 1, "data_dir": str(tmp_path)})
     assert run.main(["--profile", "nope", "--only", "01"]) == 1
 
@@ -93,7 +94,7 @@ def test_08_without_concepts_is_refused_when_asked_for_and_skipped_otherwise(tmp
     assert run.main(args) == 0
     assert ran == ["01_sample", "02_pca", "03_index", "04_visualize", "05_ablation", "06_user_study",
                    "07_user_study_analysis"]
-    assert "08_compositional skipped: it needs concepts" in capsys.readouterr().err
+    assert "08_compositional skipped: 08_compositional needs concepts" in capsys.readouterr().err
     from helpers import verify
 
     assert "compositional" not in [a for a, _, _ in verify.report(load_profile("paper", data_dir=str(data)))]
@@ -208,7 +209,7 @@ def test_a_dying_kernel_is_reported_with_the_notebook_and_the_likely_cause(tmp_p
     assert "started" in executed.read_text()
     assert "GiB free on its disk" in str(e.value)  # no cause visible here: it says what it checked
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(run.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+    monkeypatch.setattr(kernels.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
     with pytest.raises(RuntimeError, match=r"likely cause: the disk holding .*data/mini_alexnet is full \(10 MiB free\)"):
         run.run("smoke", parameters=params, folder=folder)
 
@@ -221,8 +222,8 @@ def test_kernels_import_the_runners_checkout(tmp_path):
     (checkout / "notebooks").mkdir()
     record = tmp_path / "imported.json"
     _notebook(checkout / "notebooks" / "01_which.ipynb",
-              "import json, helpers\nfrom helpers import config\n"
-              f"json.dump([helpers.__file__, str(config.ROOT)], open({str(record)!r}, 'w'))")
+              "import json, helpers\nfrom helpers import pipeline\n"
+              f"json.dump([helpers.__file__, str(pipeline.ROOT)], open({str(record)!r}, 'w'))")
     import helpers
 
     assert helpers.__file__.startswith(str(ROOT))  # this interpreter's helpers is the other tree

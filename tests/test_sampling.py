@@ -3,9 +3,11 @@ import pytest
 import torch
 import torchvision
 
-from helpers import sampling, store
-from helpers.architectures import AlexNetFamily, sites
-from helpers.standins import MiniAlexNet
+from helpers import sampling
+from helpers.models.families import AlexNetFamily
+from helpers.models.sites import sites
+from helpers.models.standins import MiniAlexNet
+from helpers.pipeline import store
 from tests.conftest import RandomImages
 
 LAYER_TABLE = AlexNetFamily().aliases(torchvision.models.alexnet())

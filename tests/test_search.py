@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import search, store
-from helpers.standins import MiniAlexNet
+from helpers import search
+from helpers.models.standins import MiniAlexNet
+from helpers.pipeline import store
 from tests.conftest import RandomImages
 
 

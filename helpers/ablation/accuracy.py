@@ -1,0 +1,276 @@
+"""The ablation sweep (Fig. 6): top-1 accuracy with the top (or bottom) vectors of each basis removed.
+
+For every layer and basis, :func:`sweep_layer` measures every count of the grid
+(:func:`count_grid`: the paper's on the paper profile, a coarser one elsewhere)
+in both orders. The network is cut where its family says
+(:func:`helpers.models.split`): the part before the layer (or before the
+residual block / encoder layer that holds it) runs once per batch; only the
+rest runs per setting, several settings stacked in one batch. A model whose
+family has no stages runs full forward passes, settings stacked. :func:`sweep`
+writes one layer at a time, so an interrupted sweep resumes at the first
+unfinished layer.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..bases import fit as _bases  # noqa: F401  registers the bases, which a sweep is made from
+from ..images.batches import Batches
+from ..images.common import images_key
+from ..models import sites
+from ..models.running import get_device, place
+from ..models.inputs import selection
+from ..models.loading import model_id
+from ..pipeline import keys, provenance, store
+from .removal import Removal, _checked, _site, _stacked, stack_rows
+
+log = logging.getLogger(__name__)
+
+
+FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
+
+
+MADE_BY = "05_ablation (python -m helpers.run --only 05)"
+
+
+SOURCES = ("ablation/removal", "ablation/accuracy", "models/families", "models/sites", "images/common", "images/fashion",
+           "images/folders", "images/batches", "models/inputs")
+
+
+def count_grid(d: int, dense: bool, extra=()) -> list[int]:
+    """Numbers of ablated vectors to try.
+
+    ``dense``: the paper's grid (every count for d <= 384, else every count up
+    to 64 and then every 16). Otherwise every count up to 16, then about 8
+    log-spaced counts, plus ``extra`` (the 80 %/99 % counts). ``d`` is always in.
+    """
+    if dense:
+        counts = range(d + 1) if d <= 384 else [*range(65), *range(80, d + 1, 16)]
+    else:
+        counts = [*range(min(d, 16) + 1), *np.geomspace(16, d, 10).round().astype(int)[1:]]
+    return sorted({int(c) for c in (*counts, *extra, d) if 0 <= c <= d})
+
+
+def settings(components: dict, counts: list[int]) -> list[tuple]:
+    """``(basis, order, n)`` for every basis, order and count up to its number of vectors (``ablation.csv``)."""
+    return [(basis, order, n) for basis, c in components.items() for order in ("descending", "ascending")
+            for n in counts if n <= len(c.components_ if hasattr(c, "components_") else c)]
+
+
+def _complete(c, d: int) -> bool:
+    """Whether removing every vector of ``c`` removes the same as removing every PC: an orthonormal basis of d."""
+    from ..bases._base import _Basis
+
+    return isinstance(c, np.ndarray | _Basis) and len(c.components_ if hasattr(c, "components_") else c) == d
+
+
+def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, indices=None,
+                **kw) -> list[dict]:
+    """Top-1 accuracy for every setting of one layer (:func:`accuracies` of each distinct setting).
+
+    Parameters
+    ----------
+    components : dict
+        ``{basis: ndarray of shape (d, d)}`` (orthonormal rows by descending variance,
+        removed around ``mean``) or ``{basis: fitted basis}`` (any basis, see :class:`Removal`).
+    mean : ndarray of shape (d,)
+    counts : list of int
+        Numbers of removed vectors; each basis takes those up to its number of vectors.
+    **kw
+        Passed to :func:`accuracies` (``batch_size``, ``max_rows``, ``device``, ``skip_bad``, ``bad`` ...).
+
+    Returns
+    -------
+    list of dict with the keys of ``FIELDS``.
+    """
+    todo = settings(components, counts)
+    d = len(np.asarray(mean))
+    complete = {b for b, c in components.items() if _complete(c, d)}
+    key = {t: "none" if t[2] == 0 else "all" if t[2] == d and t[0] in complete else t
+           for t in todo}  # identical ablations
+    unique = list(dict.fromkeys(key.values()))
+    first = next(iter(complete or components))
+
+    caches = {basis: {} for basis in components}
+
+    def removal(basis, which):
+        c = components[basis]
+        return (Removal(c, which, caches[basis]) if hasattr(c, "components_")
+                else Removal.orthonormal(np.asarray(c)[which], mean))
+
+    def rows_of(k):
+        if k == "none":
+            return removal(first, [])
+        if k == "all":
+            return removal(first, np.arange(d))
+        basis, order, n = k
+        K = len(components[basis].components_ if hasattr(components[basis], "components_") else components[basis])
+        return removal(basis, np.arange(n) if order == "descending" else np.arange(K - n, K))
+
+    top1 = accuracies(model, dataset, layer, [rows_of(k) for k in unique], mean, indices=indices, **kw)
+    accuracy = dict(zip(unique, top1))
+    return [{"layer": layer, "basis": b, "order": o, "n_ablated": n, "top1": float(accuracy[key[(b, o, n)]])}
+            for b, o, n in todo]
+
+
+@torch.no_grad()
+def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=None, batch_size: int = 256,
+               max_rows: int | None = None, device=None, num_workers: int = 0, skip_bad: bool = False,
+               bad: list | None = None, desc: str | None = None) -> np.ndarray:
+    """Top-1 accuracy with each set of vectors mean-ablated at ``layer``, the part before it run once per batch.
+
+    Parameters
+    ----------
+    ablations : list of Removal or ndarray of shape (k, d)
+        One per setting: a :class:`Removal`, or orthonormal rows removed around
+        ``mean`` (``k = 0``: unablated).
+    mean : ndarray of shape (d,)
+    max_rows : int, optional
+        Most images stacked into one suffix call (settings x batch); default
+        :func:`stack_rows` of the device.
+    skip_bad, bad : bool, list
+        Leave out unreadable images, appending their records to ``bad``.
+
+    Returns
+    -------
+    ndarray of shape (len(ablations),): top-1 accuracy of each setting.
+    """
+    device = get_device(device)
+    model = place(model, device)
+    site = _site(model, layer)
+    cut = sites.split(model, site.path)
+    if cut is None:
+        log.info("%s: %s has no described stages; full forward passes with the settings stacked in the batch",
+                 layer, type(model).__name__)
+        cut = (lambda x: x), model, False
+    prefix, suffix, at_cut = cut
+    module = model.get_submodule(site.path)
+    V = [v if isinstance(v, Removal) else Removal.orthonormal(v, mean) for v in ablations]
+    correct = np.zeros(len(V), dtype=np.int64)
+    total = 0
+    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
+    checked = False
+    for x, y, _ in tqdm(batches, desc=desc or f"ablate {layer}", leave=False):
+        x = x.to(device, non_blocking=True)
+        if not checked:  # the cut must compose to the model's own output, else full forward passes
+            prefix, suffix, at_cut = _checked(model, layer, x, prefix, suffix, at_cut)
+            checked = True
+        h = prefix(x)
+        y = y.to(device)
+        group = max(1, (max_rows or stack_rows(device)) // len(h))
+        for start in range(0, len(V), group):
+            chunk = V[start:start + group]
+
+            def fn(rows, g, dest, chunk=chunk):
+                return chunk[g](rows, dest)
+
+            if at_cut:  # the settings' rows are written from the prefix's output, with no stacked copy of it
+                logits = suffix(site.apply(h, fn, len(chunk), shared=True))
+            else:  # a new tensor per setting: the suffix may start with an in-place ReLU
+                with _stacked(module, site, fn, len(chunk)):
+                    logits = suffix(torch.cat([h] * len(chunk)))
+            hits = (logits.argmax(1).view(len(chunk), -1) == y).sum(1)
+            correct[start:start + len(chunk)] += hits.cpu().numpy()
+        total += len(h)
+    if bad is not None:
+        bad.extend(batches.bad)
+    if total == 0:
+        raise ValueError(f"no readable eval image to measure accuracy on ({len(batches.bad)} skipped).")
+    return correct / total
+
+
+def layer_counts(bases: dict, dense: bool) -> dict:
+    """``{layer: [n, ...]}``: the count grid of each layer, with the 80 %/99 % counts of every basis.
+
+    ``bases`` is ``{layer: {basis: fitted basis}}`` (``explained_variance_ratio_``).
+    """
+    from ..bases.curves import counts as variance_counts
+
+    out = {}
+    for layer, fitted in bases.items():
+        d = len(next(iter(fitted.values())).mean_)
+        grid = set(count_grid(d, dense, extra=[k for b in fitted.values()
+                                                for k in variance_counts(b.explained_variance_ratio_)
+                                                if k is not None and k <= d]))
+        for b in fitted.values():  # bases of another size: up to their own number of vectors
+            K = len(b.components_)
+            grid |= {K} | ({c for c in count_grid(K, dense) if c > d} if K > d else set())
+        out[layer] = sorted(grid)
+    return out
+
+
+def ablation_key(layers, images: dict, model_id: str, bases_hash: str, *, dense: bool | None = None,
+                 counts: dict | None = None) -> dict:
+    """What the sweep is made from: the layers, the count grid, the eval images, the model, the bases."""
+    grid = {"dense": bool(dense)} if counts is None else {"counts": {k: list(map(int, v)) for k, v in counts.items()}}
+    return keys.key({"layers": list(layers), **grid}, {"model": model_id, "images": images, "bases": bases_hash},
+                     SOURCES)
+
+
+def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = None, dense: bool = False,
+          indices=None, model_id: str = "unnamed", bases_hash: str = "unnamed", skip_bad: bool = False,
+          profile: str = "", **kw) -> list[dict]:
+    """:func:`sweep_layer` for every layer into ``<folder>/ablation.csv``; returns its rows for ``layers``.
+
+    ``bases`` is ``{layer: {basis: fitted basis}}`` (``components_``, ``mean_``,
+    ``explained_variance_ratio_``); ``counts`` ``{layer: [n, ...]}`` (default:
+    :func:`layer_counts` with ``dense``). Each finished layer is saved as its
+    own file in ``<folder>.partial/`` (written under a temporary name and
+    renamed), so an interruption at any point loses no finished layer and a
+    rerun resumes at the first unfinished one; ``ablation.csv`` is assembled,
+    as a new file, when every layer is done.
+    """
+    folder = Path(folder)
+    key = ablation_key(layers, images_key(dataset, indices), model_id, bases_hash,
+                       dense=dense, counts=counts)
+    counts = counts or layer_counts(bases, dense)
+    with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
+        if not b.current:
+            _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw)
+    return [r for r in read_rows(folder / "ablation.csv") if r["layer"] in set(layers)]
+
+
+def _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw) -> dict:
+    done, bad = list(b.progress.get("layers_done", [])), list(b.progress.get("bad", []))
+    for layer in tqdm(layers, desc="ablation sweep"):
+        if layer in done:
+            continue
+        fitted = bases[layer]
+        mean = fitted["pca"].mean_ if "pca" in fitted else next(iter(fitted.values())).mean_
+        found = []
+        rows = sweep_layer(model, dataset, layer, fitted, mean, counts[layer], indices=indices,
+                           skip_bad=skip_bad, bad=found, **kw)
+        if not bad:
+            bad = found  # every layer reads the same images: record them once
+        _write_rows(b.partial / f"{layer}.csv", rows)
+        done.append(layer)
+        b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done, bad=bad)
+    rows = [r for layer in layers for r in read_rows(b.partial / f"{layer}.csv")]
+    _write_rows(b.partial / "ablation.csv", rows)
+    for layer in layers:
+        (b.partial / f"{layer}.csv").unlink()
+    return b.commit(["ablation.csv"], extra={"counts": {k: list(map(int, counts[k])) for k in layers},
+                                             "bad_images": bad})
+
+
+def _write_rows(path, rows) -> None:
+    store.write_csv(path, FIELDS, rows)
+
+
+def read_rows(path) -> list[dict]:
+    with open(path) as f:
+        return [{**r, "n_ablated": int(r["n_ablated"]), "top1": float(r["top1"])} for r in csv.DictReader(f)]
+
+
+def _key(p) -> dict:
+    return ablation_key(p.layers, images_key(*selection(p, "ablation")), model_id(p),
+                        provenance.require(p, "bases")["hash"], dense=p.ablation_dense)
+
+
+provenance.register("ablation", _key, upstream=("model", "bases"))

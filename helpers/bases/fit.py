@@ -1,0 +1,251 @@
+"""Fitting a profile's bases (02): every kind of every layer from the sample, streamed, one layer at a
+time (an interrupted fit resumes), and reading them back for the later steps.
+"""
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..pipeline import keys, provenance, store
+from ..sampling import MADE_BY as SAMPLE_MADE_BY
+from ..sampling import open_sample
+from ._base import BASES_MADE_BY
+from .curves import curve_counts, explained_curve
+from .kinds import KINDS
+from .moments import StreamingMoments
+from .pca import NeuronBasis, PCABasis
+
+log = logging.getLogger(__name__)
+
+
+def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "fit bases") -> dict:
+    """Fit the paper's bases of one layer in a single pass over its sample.
+
+    Parameters
+    ----------
+    X : ndarray or memory map of shape (n, d)
+        Pre-ReLU activations.
+    post_relu : bool
+        Also fit the PCA of ``relu(X)`` (not for a layer without ReLU).
+
+    Returns
+    -------
+    dict
+        ``pca_pre_relu``, ``neuron_pre_relu`` (sharing one set of moments) and,
+        if asked, ``pca_post_relu``.
+
+    Notes
+    -----
+    Memory: two ``d x d`` float64 sums plus one chunk, whatever ``n``.
+    """
+    pre, post = StreamingMoments(), StreamingMoments()
+    relu = None
+    for start in tqdm(range(0, len(X), chunk_size), desc=desc, leave=False):
+        chunk = np.asarray(X[start:start + chunk_size])
+        pre.partial_fit(chunk)
+        if post_relu:
+            relu = np.empty_like(chunk) if relu is None or len(relu) < len(chunk) else relu
+            post.partial_fit(np.maximum(chunk, 0, out=relu[: len(chunk)]))
+    pre.release(), post.release()
+    bases = {"pca_pre_relu": PCABasis.from_moments(pre), "neuron_pre_relu": NeuronBasis.from_moments(pre)}
+    if post_relu:
+        bases["pca_post_relu"] = PCABasis.from_moments(post)
+    return bases
+
+
+def learned_settings(p, kinds=None) -> dict:
+    """The settings of the learned bases a profile fits: ``{kind: {setting: value}}`` (part of their key)."""
+    kinds = p.bases if kinds is None else kinds
+    every = {"ica": {"n_components": p.ica_components, "seed": p.seed},
+             "nmf": {"n_components": p.nmf_components, "seed": p.seed},
+             "sae": {"n_latents": p.sae_latents, "k": p.sae_k, "epochs": p.sae_epochs, "seed": p.seed}}
+    return {k: every[k] for k in kinds if k in every}
+
+
+def _learned(kind: str, settings: dict, n: int, device=None):
+    """An unfitted ICA, NMF or SAE basis with its settings, for a sample of ``n`` vectors."""
+    if kind == "ica":
+        from .ica import ICABasis
+
+        return ICABasis(settings["n_components"], seed=settings["seed"])
+    if kind == "nmf":
+        from .nmf import NMFBasis
+
+        return NMFBasis(settings["n_components"], seed=settings["seed"])
+    from .sae import SAEBasis
+
+    return SAEBasis(settings["n_latents"], settings["k"], epochs=settings["epochs"], seed=settings["seed"],
+                    batch_size=sae_batch(n), device=device)
+
+
+def sae_batch(n: int) -> int:
+    """The SAE's minibatch for a sample of ``n`` vectors: ``n / 100`` within [256, 4096], so that a
+    small sample still gets about 100 optimiser steps per epoch (the quick profile: 600 vectors per step)."""
+    return int(min(4096, max(256, n // 100)))
+
+
+
+
+SOURCES = ("bases/_base", "bases/pca", "bases/kinds", "bases/fit", "bases/curves", "bases/moments", "bases/_factor",
+           "bases/ica", "bases/nmf", "bases/sae")
+
+
+def bases_key(layers, sample_hash: str, kinds=("pca", "neuron"), settings: dict | None = None) -> dict:
+    """What the bases are made from: the layers, the kinds and their settings, the sample (its hash)."""
+    return keys.key({"layers": list(layers), "bases": list(kinds), "learned": settings or {}},
+                    {"sample": sample_hash}, SOURCES)
+
+
+def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384,
+                    profile: str = "", sample_key: dict | None = None, kinds=("pca", "neuron"),
+                    settings: dict | None = None, device=None) -> dict:
+    """Fit and save the bases of every layer of a sample, and their Fig. 5 curves (notebook 02).
+
+    Writes ``<layer>_<curve>.npz`` per layer and basis and ``<layer>_curves.npz``
+    (:func:`explained_curve` of each) into ``bases_folder``; layers finished
+    before an interruption are kept, and an SAE resumes from its last epoch.
+    ``kinds``: names in :data:`KINDS` (``pca`` always: the index and ICA use it;
+    the PCA of the post-ReLU activations comes with it); ``settings``:
+    :func:`learned_settings`. ``sample_key`` is the key the sample must have
+    (a stale sample is refused). Memory: as :func:`fit_bases` and
+    :func:`explained_curve`, plus the learned bases' own bounds.
+
+    Returns
+    -------
+    dict
+        The sidecar of the bases artifact.
+    """
+
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or "pca" not in kinds:
+        raise ValueError(f"bases={list(kinds)} is not valid: use names from {list(KINDS)}, pca among them "
+                         "(e.g. bases='pca,neuron,sae').")
+    settings = settings or {}
+    sample = store.read_meta(sample_folder, sample_key, SAMPLE_MADE_BY)
+    key = bases_key(layers, sample["hash"], kinds, settings)
+    with store.Build(bases_folder, key, BASES_MADE_BY, profile=profile) as b:
+        if b.current:
+            return b.meta
+        done = list(b.progress.get("layers_done", []))
+        for layer in tqdm(layers, desc="bases per layer"):
+            if layer not in done:
+                X, _ = open_sample(sample_folder, layer)
+                _fit_layer(b.partial, layer, X, sample["sites"][layer]["relu"], kinds, settings, chunk_size, device)
+                done.append(layer)
+                b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
+        return b.commit(sorted(p.name for p in b.partial.glob("*.npz")))
+
+
+def _fit_layer(folder, layer, X, relu, kinds, settings, chunk_size, device) -> None:
+    fitted = fit_bases(X, relu, chunk_size, desc=layer)  # relu: a ReLU follows the layer in the network
+    if not float(np.sum(fitted["pca_pre_relu"].explained_variance_)) > 0:
+        raise ValueError(
+            f"layer {layer!r} is constant over the sample ({len(X)} vectors, variance 0): there is "
+            "nothing to explain. Leave it out of layers (-p layers=...), or check the model's weights "
+            "(a zero-initialised layer is constant).")
+    if relu and not float(np.sum(fitted["pca_post_relu"].explained_variance_)) > 0:
+        log.warning("%s: every activation is <= 0, so the post-ReLU curve is left out", layer)
+        del fitted["pca_post_relu"]
+    if "neuron" not in kinds:
+        del fitted["neuron_pre_relu"]
+    for kind in kinds:
+        if kind not in settings:
+            continue
+        if KINDS[kind].relu and "pca_post_relu" not in fitted:
+            log.info("%s: no %s basis, it needs the positive activations before a ReLU", layer, kind)
+            continue
+        basis = _learned(kind, settings[kind], len(X), device)
+        checkpoint = folder / f"{layer}_{kind}.checkpoint.pt"
+        if kind == "ica":
+            basis.fit(X, pca=fitted["pca_pre_relu"], chunk_size=chunk_size)
+        elif kind == "sae":
+            basis.fit(X, checkpoint=checkpoint, desc=f"SAE {layer}")
+        else:
+            basis.fit(X)
+        fitted[KINDS[kind].curve] = basis
+    curves = {c: explained_curve(basis, X, relu=c.endswith("_post_relu"), chunk_size=chunk_size)
+              for c, basis in fitted.items()}
+    for curve, basis in fitted.items():
+        with store.atomic(folder / f"{layer}_{curve}.npz") as tmp, open(tmp, "wb") as f:
+            basis.save(f)
+    with store.atomic(folder / f"{layer}_curves.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **curves)
+    for checkpoint in folder.glob(f"{layer}_*.checkpoint.pt"):
+        checkpoint.unlink()
+
+
+def _class(curve: str):
+    kind = curve.split("_")[0]
+    if kind in ("ica", "nmf"):
+        from .ica import ICABasis
+        from .nmf import NMFBasis
+
+        return ICABasis if kind == "ica" else NMFBasis
+    if kind == "sae":
+        from .sae import SAEBasis
+
+        return SAEBasis
+    return NeuronBasis if kind == "neuron" else PCABasis
+
+
+def load_basis(bases_folder, layer: str, curve: str = "pca_pre_relu", key: dict | None = None):
+    """Load one saved basis, e.g. ``load_basis(folder, "fc1", "neuron_pre_relu")``.
+
+    ``curve``: a file's curve name or a kind (``"sae"`` reads ``sae_pre_relu``);
+    ``key``: the key the bases must have (see :mod:`helpers.pipeline.provenance`).
+    """
+    store.read_meta(bases_folder, key, BASES_MADE_BY)
+    curve = KINDS[curve].curve if curve in KINDS else curve
+    path = Path(bases_folder) / f"{layer}_{curve}.npz"
+    if not path.exists():
+        have = sorted(p.stem for p in Path(bases_folder).glob(f"{layer}_*.npz") if not p.stem.endswith("curves"))
+        raise FileNotFoundError(f"no basis {layer}_{curve} in {bases_folder} (it has {have}); rerun 02_pca "
+                                "with that basis in the setting bases.")
+    return _class(curve).load(path)
+
+
+def layer_bases(bases_folder, layer: str, kinds, key: dict | None = None) -> dict:
+    """``{kind: fitted basis}`` of a layer for each of ``kinds`` that it has (NMF needs a ReLU after it)."""
+    store.read_meta(bases_folder, key, BASES_MADE_BY)
+    return {k: load_basis(bases_folder, layer, k) for k in kinds
+            if (Path(bases_folder) / f"{layer}_{KINDS[k].curve}.npz").exists()}
+
+
+def explained_variance_table(bases_folder, layers, thresholds=(0.8, 0.99), key: dict | None = None):
+    """Counts for 80 % / 99 % of the variance: DataFrame ``layer, d, curve, k80, k99, n_vectors``.
+
+    Also returns ``{layer: {curve: R²(k) for k = 1 …}}`` (:func:`explained_curve`)
+    for the figure. A count is missing (NA) where the curve never reaches it
+    (e.g. 64 ICs of a wider layer). ``key``: the key the bases must have.
+    """
+    store.read_meta(bases_folder, key, BASES_MADE_BY)
+    import pandas as pd
+
+    order = ("pca_pre_relu", "pca_post_relu", *(k.curve for k in KINDS.values() if k.name != "pca"))
+    rows, curves = [], {}
+    for layer in layers:
+        path = Path(bases_folder) / f"{layer}_curves.npz"
+        try:
+            with np.load(path) as f:
+                found = {c: f[c] for c in order if c in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise store.CorruptArtifactError(f"{path} is corrupt or missing ({type(e).__name__}: {e}); delete "
+                                             f"{bases_folder} and rerun {BASES_MADE_BY}.") from None
+        curves[layer] = found
+        d = len(found["pca_pre_relu"])
+        for curve, values in found.items():
+            k80, k99 = curve_counts(values, thresholds)
+            rows.append({"layer": layer, "d": d, "curve": curve, "k80": k80, "k99": k99, "n_vectors": len(values)})
+    table = pd.DataFrame(rows)
+    return table.astype({"k80": "Int64", "k99": "Int64"}), curves
+
+
+def _key(p) -> dict:
+    return bases_key(p.layers, provenance.require(p, "sample")["hash"], p.bases, learned_settings(p))
+
+
+provenance.register("bases", _key, upstream=("sample",))

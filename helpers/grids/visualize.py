@@ -1,0 +1,252 @@
+"""Step 4 of the method: points along a basis vector, their nearest patches, the grid.
+
+For a basis vector ``v`` of a layer, ``m`` targets ``mean + t * v`` are placed
+with ``t`` evenly spaced from the smallest to the largest projection of the
+sample on ``v``; for each target the ``k`` nearest indexed patches (L2) are
+found, and shown as a grid: columns = targets left to right, rows = neighbours.
+Any basis the same way: ``v`` its unit direction (an SAE's decoder row), ``t``
+over the range of its code less the code's mean, from the layer's pre-ReLU mean
+(NMF's directions, fitted after the ReLU, too).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..bases.fit import layer_bases
+from ..bases.kinds import KINDS
+from ..models.receptive import crop
+from ..pipeline import keys, provenance, store
+from ..sampling import open_sample
+from ..search import load_index, search
+
+GRIDS_MADE_BY = "04_visualize (python -m helpers.run --only 04)"
+
+
+SOURCES = ("grids/visualize", "models/receptive", "models/families", "models/sites")
+
+
+def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest centred code of the sample on every basis vector.
+
+    The code of a vector is ``basis.transform(x)`` less its mean over the sample
+    (``code_mean_``): the projection on a PC, a neuron's centred activation, a
+    latent's activation less its mean. ``X`` (n, d) is streamed in chunks;
+    memory ``chunk_size * (d + n_components)`` float64 plus the basis.
+    Returns two float64 arrays of shape (n_components,).
+    """
+    zbar = np.asarray(basis.code_mean_, np.float64)
+    lo, hi = np.full(len(zbar), np.inf), np.full(len(zbar), -np.inf)
+    for start in range(0, len(X), chunk_size):
+        t = basis.transform(np.asarray(X[start:start + chunk_size])) - zbar
+        lo, hi = np.minimum(lo, t.min(0)), np.maximum(hi, t.max(0))
+    return lo, hi
+
+
+def targets(lo: float, hi: float, m: int) -> np.ndarray:
+    """``m`` coefficients evenly spaced from ``lo`` to ``hi``."""
+    return np.linspace(lo, hi, m)
+
+
+def patch_grid(images, locs, field, thumb: int, gap: int = 2, background: int = 255) -> np.ndarray:
+    """Grid of patches: ``locs`` of shape (m, k, 3) -> image with k rows and m columns.
+
+    ``images`` has ``display(i)``; ``field`` is the layer's receptive field (None: whole image).
+    Returns ndarray of shape (k * (thumb + gap) - gap, m * (thumb + gap) - gap, C), uint8.
+    """
+    m, k, _ = locs.shape
+    first = images.display(int(locs[0, 0, 0]))
+    c = first.shape[2]
+    out = np.full((k * (thumb + gap) - gap, m * (thumb + gap) - gap, c), background, np.uint8)
+    for col in range(m):
+        for row in range(k):
+            image, y, x = (int(v) for v in locs[col, row])
+            box = None if field is None else field.box(y, x)
+            patch = crop(images.display(image), box, thumb)
+            top, left = row * (thumb + gap), col * (thumb + gap)
+            out[top:top + thumb, left:left + thumb] = patch
+    return out
+
+
+class Visualizer:
+    """Grids for any layer, basis and component of a profile's artifacts (01–03).
+
+    Parameters
+    ----------
+    profile : Profile
+    images : Dataset with ``display(i)``
+        The eval split (the indexed images).
+    fields : dict
+        ``{layer: Field or None}`` from ``receptive.receptive_fields``.
+    keys : dict, optional
+        ``{"sample": key, "bases": key, "index": key}``: the keys the artifacts
+        must have (``provenance.keys``); stale ones are refused. None: unchecked.
+
+    Per layer it loads the index, the bases and the projection ranges once
+    (a pass over the sample: ``O(n d**2)`` for PCA) and keeps them.
+    """
+
+    def __init__(self, profile, images, fields, device=None, keys: dict | None = None):
+        self.p, self.images, self.fields, self.device = profile, images, fields, device
+        self.keys = keys or {}
+        self._layers = {}
+
+    def bases(self, layer: str) -> dict:
+        """``{basis: fitted basis}`` of a layer, for each of the profile's ``bases`` it has."""
+        return layer_bases(self.p.artifact("bases"), layer, self.p.bases, self.keys.get("bases"))
+
+    def layer(self, layer: str) -> dict:
+        if layer not in self._layers:
+            p = self.p
+            index, loc = load_index(p.artifact("index"), layer, p.nprobe, self.device, self.keys.get("index"))
+            X, _ = open_sample(p.artifact("sample"), layer, self.keys.get("sample"))
+            bases = self.bases(layer)
+            ranges = {b: projection_range(X, basis) for b, basis in bases.items()}
+            self._layers[layer] = {"index": index, "loc": np.asarray(loc), "bases": bases, "ranges": ranges}
+        return self._layers[layer]
+
+    def grid(self, layer: str, basis: str = "pca", component: int = 0) -> dict:
+        """The grid of basis vector ``component`` (0-based, descending variance).
+
+        Returns a dict: ``image`` (uint8 array), ``t`` (m,), ``locs`` (m, k, 3),
+        ``ratio`` (its explained-variance ratio), ``label``.
+        """
+        info = self.layer(layer)
+        if basis not in info["bases"]:
+            raise ValueError(f"basis={basis!r} is not fitted for {layer}; it has {list(info['bases'])} "
+                             "(the setting bases chooses them; NMF needs a ReLU after the layer).")
+        b = info["bases"][basis]
+        if not 0 <= component < len(b.components_):
+            raise ValueError(f"component={component} is out of range for {layer} "
+                             f"(1 to {len(b.components_)} in descending variance).")
+        v = b.components_[component]
+        lo, hi = (r[component] for r in info["ranges"][basis])
+        t = targets(lo, hi, self.p.n_targets)
+        _, ids = search(info["index"], t[:, None] * v[None, :], self.p.n_neighbours)
+        locs = info["loc"][ids]
+        image = patch_grid(self.images, locs, self.fields[layer], self.p.thumb)
+        return {"image": image, "t": t, "locs": locs, "ratio": float(b.explained_variance_ratio_[component]),
+                "label": label(b, layer, basis, component)}
+
+
+def label(b, layer: str, basis: str, component: int) -> str:
+    """``"conv2 PC 3 (4.1 % of variance)"`` or ``"conv2 neuron 17 (…)"`` for a fitted basis ``b``."""
+    ratio = float(b.explained_variance_ratio_[component])
+    name = f"neuron {int(b.order_[component])}" if basis == "neuron" else f"{KINDS[basis].unit} {component + 1}"
+    return f"{layer} {name} ({100 * ratio:.1f} % of variance)"
+
+
+def grids_key(layers, n_grids: int, n_targets: int, n_neighbours: int, thumb: int, nprobe: int, *,
+              sample_hash: str, bases_hash: str, index_meta: dict, token_margin: float = 0.5) -> dict:
+    """What the saved grids are made from: the grid settings and the sample, bases and index.
+
+    ``nprobe`` counts only for an IVF index (a flat index ignores it).
+    """
+    params = {"layers": list(layers), "n_grids": n_grids, "n_targets": n_targets,
+              "n_neighbours": n_neighbours, "thumb": thumb, "token_margin": float(token_margin)}
+    if index_meta["params"].get("kind") == "ivf":
+        params["nprobe"] = nprobe
+    return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_meta["hash"]}, SOURCES)
+
+
+def grid_path(folder, layer: str, basis: str, component: int) -> Path:
+    """Where the grid of 0-based ``component`` lives: ``<folder>/<layer>/<basis>_<NNNN>.png``."""
+    return Path(folder) / layer / f"{basis}_{component + 1:04d}.png"
+
+
+def make_grids(vis: "Visualizer", folder, key: dict, n: int, profile: str = "") -> dict:
+    """Save the grids of the top ``min(n, d)`` vectors of each basis of every layer (reused while current).
+
+    Returns the artifact's sidecar.
+    """
+    from tqdm.auto import tqdm
+
+    with store.Build(folder, key, GRIDS_MADE_BY, profile=profile, resumable=False) as b:
+        if b.current:
+            return b.meta
+        files = []
+        for layer in tqdm(vis.p.layers, desc="grids per layer"):
+            for basis, grids in layer_grids(vis, layer, n).items():
+                for j, g in enumerate(grids):
+                    path = grid_path(b.partial, layer, basis, j)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with store.atomic(path) as tmp:
+                        _pil(g["image"]).save(tmp, format="PNG")
+                    files.append(str(path.relative_to(b.partial)))
+        return b.commit(files)
+
+
+def saved_grids(vis: "Visualizer", folder, layer: str, n: int) -> dict:
+    """``{basis: [{"image", "label"}]}`` of the top ``min(n, d)`` saved grids of a layer, for the figures."""
+    out = {}
+    for basis, b in vis.bases(layer).items():
+        out[basis] = []
+        for j in range(min(n, len(b.components_))):
+            path = grid_path(folder, layer, basis, j)
+            try:
+                image = np.asarray(Image.open(path))
+            except (OSError, ValueError) as e:
+                raise store.CorruptArtifactError(f"{path} is corrupt ({e}); delete {folder} and rerun "
+                                                 f"{GRIDS_MADE_BY}.") from None
+            out[basis].append({"image": image[..., None] if image.ndim == 2 else image,
+                               "label": label(b, layer, basis, j)})
+    return out
+
+
+def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
+    """``{basis: [grid dicts]}`` of the top ``min(n, d)`` vectors of each basis of a layer."""
+    out = {}
+    for basis, b in vis.layer(layer)["bases"].items():
+        out[basis] = [vis.grid(layer, basis, j) for j in range(min(n, len(b.components_)))]
+    return out
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
+def grid_png(image: np.ndarray, scale: int = 1) -> bytes:
+    """A grid (H, W) or (H, W, C) as PNG bytes, enlarged ``scale`` times (nearest), for widgets."""
+    import io
+
+    buf = io.BytesIO()
+    pil = _pil(image)
+    pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def toy_example(n: int = 2000, m: int = 7, seed: int = 0) -> dict:
+    """Fig. 12's toy: visualising basis vector V1 = (1, 0) of correlated 2-D activations.
+
+    Activation maximisation, regularised by the data's Gaussian prior,
+    ``argmax_a  V1·a - (a - mean)ᵀ Σ⁻¹ (a - mean) / (2c)  =  mean + c Σ V1``,
+    moves along ``Σ V1`` as the strength ``c`` grows: off the V1 axis, mixing
+    in the correlated direction. Distance minimisation takes the data points
+    nearest to targets ``mean + t V1`` and stays on the axis.
+    """
+    rng = np.random.default_rng(seed)
+    angle = np.deg2rad(35)
+    R = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    data = (rng.standard_normal((n, 2)) * [2.0, 0.6]) @ R.T
+    mean, cov = data.mean(0), np.cov(data, rowvar=False)
+    v1 = np.array([1.0, 0.0])
+    proj = (data - mean) @ v1
+    t = targets(proj.min(), proj.max(), m)
+    direction = cov @ v1
+    act_max = mean + np.linspace(0, proj.max(), m)[:, None] / (direction @ v1) * direction
+    goal = mean + t[:, None] * v1
+    dist_min = data[np.argmin(((data[None] - goal[:, None]) ** 2).sum(-1), axis=1)]
+    return {"data": data, "mean": mean, "v1": v1, "targets": goal, "activation_max": act_max,
+            "distance_min": dist_min}
+
+
+def _key(p) -> dict:
+    return grids_key(p.layers, max(p.n_show, p.n_study), p.n_targets, p.n_neighbours, p.thumb, p.nprobe,
+                     sample_hash=provenance.require(p, "sample")["hash"],
+                     bases_hash=provenance.require(p, "bases")["hash"], index_meta=provenance.require(p, "index"),
+                     token_margin=p.token_margin)
+
+
+provenance.register("grids", _key, upstream=("sample", "bases", "index"))

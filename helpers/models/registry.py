@@ -1,0 +1,243 @@
+"""Model registry: which networks there are, how each is built and loaded, and its id.
+
+A model is named three ways (``-p model=...``):
+
+built-in
+    the stand-ins (``mini_alexnet``, ``mini_resnet``, ``mini_vit``: see
+    :mod:`helpers.models.standins`; their trained weights ship with the package,
+    :mod:`helpers.models.shipped`, and their id is the checkpoint's content hash) and the authors' networks with
+    torchvision's named weights (``alexnet``, ``resnet18``, ``resnet50``,
+    ``vit_b_16``, each ``IMAGENET1K_V1``, never ``DEFAULT``);
+``torchvision:<name>[:<weights>]``
+    any classifier of torchvision's registry (``list_models``, ``get_model``,
+    ``get_weight``) with the named weights (default: the first listed, e.g.
+    ``IMAGENET1K_V1``; ``none``: random weights seeded by the profile) and
+    their preprocessing;
+``<python.module>:<callable>``
+    the researcher's own factory, importable from ``PYTHONPATH``, returning the
+    module or ``(module, preprocessing)``; preprocessing is a torchvision
+    ``ImageClassification``-like preset (``resize_size``, ``crop_size``,
+    ``mean``, ``std``) used for image folders (default: ImageNet's).
+
+What a model's layers, positions, receptive fields and split are is asked of
+its family (:mod:`helpers.models.families`), never decided here by name.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import families
+from .running import state_hash
+
+FASHION = "1-channel 28 x 28 images (Fashion-MNIST)"
+
+
+IMAGENET = "RGB images (ImageNet or an image folder)"
+
+
+MODELS = {
+    "mini_alexnet": {"standin": "MiniAlexNet", "channels": 1, "input": FASHION},
+    "mini_resnet": {"standin": "MiniResNet", "channels": 1, "input": FASHION},
+    "mini_vit": {"standin": "MiniViT", "channels": 1, "input": FASHION},
+    "alexnet": {"torchvision": "alexnet", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+    "resnet18": {"torchvision": "resnet18", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+    "resnet50": {"torchvision": "resnet50", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+    "vit_b_16": {"torchvision": "vit_b_16", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
+}
+"""The built-in models: stand-ins trained here, and torchvision networks with their named weights."""
+
+
+CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed model name: ``source`` is ``"standin"``, ``"torchvision"`` or ``"callable"``."""
+
+    name: str
+    source: str
+    target: str
+    weights: str | None = None
+    channels: int | None = None
+    input: str = "the images its factory expects"
+
+
+@functools.lru_cache(maxsize=None)
+def spec(name: str) -> Spec:
+    """Parse a model name (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For a name that is none of the three kinds, or an unknown torchvision model or weights.
+    """
+    if name in MODELS:
+        m = MODELS[name]
+        source = "standin" if "standin" in m else "torchvision"
+        return Spec(name, source, m.get("standin") or m["torchvision"], m.get("weights"), m["channels"], m["input"])
+    if name.startswith("torchvision:"):
+        from torchvision import models as tvm
+
+        _, tv, *rest = name.split(":")
+        known = tvm.list_models(module=tvm)
+        if tv not in known:
+            import difflib
+            raise ValueError(f"model={name!r}: torchvision has no classifier {tv!r}; close: "
+                             f"{difflib.get_close_matches(tv, known, n=5)} (torchvision.models.list_models()).")
+        members = [w.name for w in tvm.get_model_weights(tv)]
+        weights = rest[0] if rest else members[0]
+        if weights != "none" and weights not in members:
+            raise ValueError(f"model={name!r}: {tv} has no weights {weights!r}; it has {members} or 'none' "
+                             "(random weights).")
+        return Spec(name, "torchvision", tv, None if weights == "none" else weights, 3, IMAGENET)
+    if CALLABLE.fullmatch(name):
+        return Spec(name, "callable", name)
+    raise ValueError(
+        f"model={name!r} is unknown; use a built-in one of {list(MODELS)}, 'torchvision:<name>[:<weights>]' "
+        "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), or '<python.module>:<callable>' for your own factory.")
+
+
+def is_trained_here(name: str) -> bool:
+    """Whether the model is a stand-in trained here (its id is its checkpoint's hash)."""
+    return spec(name).source == "standin"
+
+
+def builder(name: str):
+    """The constructor of a stand-in model (untrained)."""
+    from . import standins
+
+    s = spec(name)
+    if s.source != "standin":
+        raise ValueError(f"model={name!r} is not a stand-in trained here; stand-ins: "
+                         f"{[n for n, m in MODELS.items() if 'standin' in m]}.")
+    return getattr(standins, s.target)
+
+
+def _weights(s: Spec):
+    from torchvision.models import get_model_weights
+
+    return None if s.weights is None else get_model_weights(s.target)[s.weights]
+
+
+FACTORY = ("a factory takes no arguments and returns a torch.nn.Module, or a tuple (module, preprocessing) "
+           "with preprocessing a torchvision ImageClassification-like preset (resize_size, crop_size, mean, std) "
+           "or None")
+"""What a ``<module>:<callable>`` must be, said in every refusal."""
+
+
+@functools.lru_cache(maxsize=2)
+def _factory(s: Spec):
+    """The user's factory's ``(module, preprocessing or None)``, called once per process.
+
+    Raises
+    ------
+    ValueError
+        When the callable cannot be imported, is not callable, fails when called
+        without arguments, or returns anything but a module or ``(module, preprocessing)``.
+    """
+    module_name, attr = s.target.rsplit(":", 1)
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"model={s.name!r}: cannot import {attr} from {module_name} ({e}); put the module's "
+                         "folder on PYTHONPATH (the runner passes it to every notebook).") from None
+    if not callable(factory):
+        raise ValueError(f"model={s.name!r}: {attr} is a {type(factory).__name__}, not a model factory; {FACTORY}.")
+    try:
+        with torch.random.fork_rng():  # a factory that initialises at random gives the same weights each time
+            torch.manual_seed(0)
+            made = factory()
+    except Exception as e:  # noqa: BLE001 - whatever a callable that is no factory raises
+        raise ValueError(f"model={s.name!r}: calling {attr}() failed ({type(e).__name__}: {e}); it is no model "
+                         f"factory: {FACTORY}.") from None
+    model, pre = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model={s.name!r}: {attr}() returned {type(made).__name__}, not a torch.nn.Module; "
+                         f"{FACTORY}.")
+    if pre is not None and not all(hasattr(pre, a) for a in ("resize_size", "crop_size")):
+        raise ValueError(f"model={s.name!r}: {attr}() returned a preprocessing {type(pre).__name__} without "
+                         f"resize_size and crop_size; {FACTORY}.")
+    return model.eval(), pre
+
+
+@functools.lru_cache(maxsize=8)
+def architecture(name: str) -> nn.Module:
+    """An instance of the model without its trained weights: for layer tables, shapes and fields."""
+    s = spec(name)
+    if s.source == "standin":
+        return builder(name)().eval()
+    if s.source == "torchvision":
+        from torchvision.models import get_model
+
+        return get_model(s.target, weights=None).eval()
+    return _factory(s)[0]
+
+
+def default_layers(name: str) -> tuple:
+    """The layers studied when the profile names none: the family's (the authors' demo for built-ins)."""
+    model = architecture(name)
+    return tuple(families.default_layers(model))
+
+
+def preprocessing(name: str):
+    """The preprocessing preset for image folders: the weights' own, the factory's, else ImageNet's."""
+    from torchvision.models import AlexNet_Weights
+
+    s = spec(name)
+    pre = None
+    if s.source == "torchvision" and s.weights:
+        pre = _weights(s).transforms()
+    elif s.source == "callable":
+        pre = _factory(s)[1]
+    return pre or AlexNet_Weights.IMAGENET1K_V1.transforms()
+
+
+def load_torchvision(s: Spec, seed: int = 0) -> tuple[nn.Module, dict]:
+    """A torchvision classifier with its named weights (through torchvision's cache), or seeded random ones.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the weights file is neither in torch's cache nor downloadable.
+    """
+    from torchvision.models import get_model
+
+    w = _weights(s)
+    if w is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = get_model(s.target, weights=None).eval()
+        return model, {"name": s.name, "id": f"torchvision:{s.target}:none@{state_hash(model)}"}
+    try:
+        model = get_model(s.target, weights=w)
+    except OSError as e:  # URLError and friends
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+        raise FileNotFoundError(
+            f"{s.name} weights {s.weights} are not in torch's cache ({cache}) and could not be "
+            f"downloaded ({type(e).__name__}{': ' + str(e) if str(e) else ''}). Download {w.url} into {cache.parent}, or set TORCH_HOME to a "
+            "folder whose hub/checkpoints/ holds it."
+        ) from None
+    return model.eval(), {"name": s.name, "id": f"torchvision:{w}"}
+
+
+def weights_id(name: str, seed: int = 0) -> str:
+    """The id of a model that is not trained here: its weights' name, else the hash of its weights."""
+    s = spec(name)
+    if s.source == "torchvision" and s.weights:
+        return f"torchvision:{_weights(s)}"
+    return _load_other(s, seed)[1]["id"]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_other(s: Spec, seed: int):
+    if s.source == "torchvision":
+        return load_torchvision(s, seed)
+    model, _ = _factory(s)
+    return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}"}

@@ -1,0 +1,10 @@
+"""The infrastructure under every step: settings and profiles, artifacts on disk (``store``, ``keys``,
+``locks``), what each artifact is made from (``provenance``), the runner (``run``) and ``verify``.
+
+It imports no step of the method: steps register their artifacts' keys with :mod:`.provenance`.
+"""
+from . import keys, locks, provenance, store
+from .settings import PAPER_LAYERS, PROFILES, ROOT, SETTINGS, Profile, given, load_profile, slug
+
+__all__ = ["keys", "locks", "provenance", "store", "PAPER_LAYERS", "PROFILES", "ROOT", "SETTINGS", "Profile",
+           "given", "load_profile", "slug"]

@@ -1,0 +1,131 @@
+"""The package's shape: imports run one way down the method, no circle, small modules.
+
+The import graph is built from the source with :mod:`ast` (every ``import``, at the top of a module or
+inside a function), so a circle cannot come back unnoticed.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "helpers"
+
+ORDER = ("pipeline", "images", "models", "sampling", "bases", "search", "grids", "ablation", "study", "explain",
+         "explorer", "reference", "plots", "steps", "run", "verify", "site")
+"""The layers, first to last: a module may import its own layer and those before it. ``steps`` (the
+catalogue that registers every artifact), ``run`` and ``verify`` plan across every step, so they sit above
+them; ``site`` publishes what they made."""
+
+UPWARD = {("pipeline.settings", "models")}
+"""The imports allowed to run up, and why: a profile's default layers are its model's own, and only
+``models`` knows them (imported when a profile leaves ``layers`` unset)."""
+
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
+
+
+def modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {module_name(p) if package == PACKAGE else ".".join(p.relative_to(package).with_suffix("").parts):
+            p for p in sorted(package.rglob("*.py"))}
+
+
+def resolve(name: str, is_package: bool, node: ast.ImportFrom, known) -> list[str]:
+    """The modules of ``helpers`` an ``import`` statement in module ``name`` reads."""
+    if node.level == 0:
+        if not (node.module or "").startswith("helpers"):
+            return []
+        base = node.module.split(".")[1:]
+    else:
+        here = name.split(".") if name != "__init__" else []
+        package = here if is_package else here[:-1]
+        base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+    out = []
+    for alias in node.names:
+        full = ".".join(base + [alias.name])
+        out.append(full if full in known else ".".join(base) or "__init__")
+    return out
+
+
+def graph(package: Path = PACKAGE) -> dict[str, set]:
+    """``{module: modules it imports}`` (dotted names below ``helpers``)."""
+    found = modules(package)
+    edges = {}
+    for name, path in found.items():
+        tree = ast.parse(path.read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                deps.update(resolve(name, path.name == "__init__.py", node, found))
+            elif isinstance(node, ast.Import):
+                deps.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith("helpers."))
+        edges[name] = {d for d in deps if d != name and d in found}
+    return edges
+
+
+def cycles(edges: dict[str, set]) -> list[list[str]]:
+    """Every elementary circle found by depth-first search (each reported once, from its smallest name)."""
+    out, seen = [], set()
+
+    def walk(start, node, path):
+        for nxt in sorted(edges.get(node, ())):
+            if nxt == start:
+                cyc = path[:]
+                key = tuple(sorted(cyc))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(cyc + [start])
+            elif nxt not in path and nxt > start:
+                walk(start, nxt, path + [nxt])
+
+    for start in sorted(edges):
+        walk(start, start, [start])
+    return out
+
+
+def layer(name: str) -> int:
+    if name == "__init__":
+        return -1  # the package's root: its version and the checkout check, under everything
+    top = name.split(".")[0]
+    return ORDER.index(top) if top in ORDER else len(ORDER)
+
+
+def upward(edges: dict[str, set]) -> set:
+    """Imports from a layer into a later one: ``{(module, imported layer)}``."""
+    return {(a, b.split(".")[0]) for a, deps in edges.items() for b in deps
+            if a != "__init__" and layer(b) > layer(a)}
+
+
+def test_every_module_has_a_layer():
+    assert {n.split(".")[0] for n in modules()} - {"__init__"} <= set(ORDER)
+
+
+def test_no_import_circle():
+    assert cycles(graph()) == []
+
+
+def test_imports_run_down_the_method():
+    assert upward(graph()) == UPWARD
+
+
+def test_no_module_over_400_lines():
+    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    assert {n: k for n, k in long.items() if k > MAX_LINES} == {}
+
+
+def test_the_checks_can_fail(tmp_path):
+    """A circle, an upward import and a relative import resolve as they should."""
+    pkg = tmp_path / "helpers"
+    (pkg / "pipeline").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "pipeline" / "__init__.py").write_text("from .store import x\n")
+    (pkg / "pipeline" / "store.py").write_text("def f():\n    from ..sampling import y\n")
+    (pkg / "sampling.py").write_text("from .pipeline import store\n")
+    edges = graph(pkg)
+    assert edges["pipeline.store"] == {"sampling"} and edges["sampling"] == {"pipeline.store"}
+    assert cycles(edges) == [["pipeline.store", "sampling", "pipeline.store"]]
+    assert upward(edges) == {("pipeline.store", "sampling")}
