@@ -17,11 +17,15 @@ from tests.study.test_app_browser import chromium, free_port
 
 
 def with_parameters(name, dst, **values):
-    """Copy a notebook with its parameters cell set as a user would edit it."""
+    """Copy a notebook with its parameters cell set as a user would edit it: a setting the cell lists is
+    changed in place, any other is added as a line of its own."""
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     for key, value in values.items():
-        cell.source = re.sub(rf"^{key} = .*$", f"{key} = {value!r}", cell.source, count=1, flags=re.M)
+        line = f"{key} = {value!r}"
+        cell.source, found = re.subn(rf"^{key} = .*$", line, cell.source, count=1, flags=re.M)
+        if not found:
+            cell.source += "\n" + line
     nbformat.write(nb, dst / f"{name}.ipynb")
 
 

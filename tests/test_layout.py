@@ -129,3 +129,15 @@ def test_the_checks_can_fail(tmp_path):
     assert edges["pipeline.store"] == {"sampling"} and edges["sampling"] == {"pipeline.store"}
     assert cycles(edges) == [["pipeline.store", "sampling", "pipeline.store"]]
     assert upward(edges) == {("pipeline.store", "sampling")}
+
+
+def test_every_module_is_in_the_repository():
+    """An ignore pattern must not hide a module (a top-level ``site/`` pattern once hid ``helpers/site/``)."""
+    import subprocess
+
+    root = PACKAGE.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", "helpers", "tests"],
+                             cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    assert [f for f in ignored if f.endswith(".py") or f.endswith((".pt", ".json", ".css", ".js"))] == []
