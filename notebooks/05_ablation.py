@@ -36,6 +36,7 @@ batch_size = None  # images per forward pass
 num_workers = None  # DataLoader workers for image folders
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
+precision = None  # "fp32" (the default) | "tf32" | "bf16": arithmetic of the sweep's forward passes
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
 
 # %%
@@ -60,7 +61,7 @@ fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, bases_ke
 rows = ablation.sweep(
     net, images, p.layers, fitted, p.artifact("ablation"), dense=p.ablation_dense,
     indices=indices, model_id=info["id"], bases_hash=bases_meta["hash"], skip_bad=p.skip_bad_images,
-    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
+    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, precision=p.precision, profile=p.name,
 )
 table = pd.DataFrame(rows)
 p.figures_path.mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,12 @@ from ..bases import fit as _bases  # noqa: F401  registers the bases, which a sw
 from ..images.batches import Batches
 from ..images.common import images_key
 from ..models import sites
-from ..models.running import get_device, place
+from ..models import running
+from ..models.running import get_device, memory_format, place
 from ..models.inputs import selection
 from ..models.loading import model_id
 from ..pipeline import keys, provenance, store
-from .removal import Removal, _checked, _site, _stacked, stack_rows
+from .removal import Removal, _checked, _site, _stacked, measured, stack_rows
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def sweep_layer(model, dataset, layer: str, components: dict, mean, counts, *, i
 @torch.no_grad()
 def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=None, batch_size: int = 256,
                max_rows: int | None = None, device=None, num_workers: int = 0, skip_bad: bool = False,
-               bad: list | None = None, desc: str | None = None) -> np.ndarray:
+               bad: list | None = None, desc: str | None = None, precision: str = "fp32") -> np.ndarray:
     """Top-1 accuracy with each set of vectors mean-ablated at ``layer``, the part before it run once per batch.
 
     Parameters
@@ -133,16 +134,27 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
     mean : ndarray of shape (d,)
     max_rows : int, optional
         Most images stacked into one suffix call (settings x batch); default
-        :func:`stack_rows` of the device.
+        :func:`stack_rows` of the device (on CUDA: sized from the memory one
+        call was measured to take).
     skip_bad, bad : bool, list
         Leave out unreadable images, appending their records to ``bad``.
+    precision : {"fp32", "tf32", "bf16"}
+        Arithmetic of the forward passes (:func:`helpers.models.running.precision`).
 
     Returns
     -------
     ndarray of shape (len(ablations),): top-1 accuracy of each setting.
+
+    Notes
+    -----
+    The hits are counted on the device and read once at the end (no host sync
+    per stacked call); the suffix gets its input in the model's memory format.
+    Memory: one batch's prefix output, one stack of ``max_rows`` images through
+    the suffix, and each setting's removal tensors (:meth:`Removal._tensors`).
     """
     device = get_device(device)
     model = place(model, device)
+    fmt = memory_format(device)
     site = _site(model, layer)
     cut = sites.split(model, site.path)
     if cut is None:
@@ -152,37 +164,44 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
     prefix, suffix, at_cut = cut
     module = model.get_submodule(site.path)
     V = [v if isinstance(v, Removal) else Removal.orthonormal(v, mean) for v in ablations]
-    correct = np.zeros(len(V), dtype=np.int64)
+    correct = torch.zeros(len(V), dtype=torch.long, device=device)
     total = 0
+    rows = max_rows
     batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
     checked = False
-    for x, y, _ in tqdm(batches, desc=desc or f"ablate {layer}", leave=False):
-        x = x.to(device, non_blocking=True)
-        if not checked:  # the cut must compose to the model's own output, else full forward passes
-            prefix, suffix, at_cut = _checked(model, layer, x, prefix, suffix, at_cut)
-            checked = True
-        h = prefix(x)
-        y = y.to(device)
-        group = max(1, (max_rows or stack_rows(device)) // len(h))
-        for start in range(0, len(V), group):
-            chunk = V[start:start + group]
+    with running.precision(precision, device):
+        for x, y, _ in tqdm(batches, desc=desc or f"ablate {layer}", leave=False):
+            x = x.to(device, non_blocking=True)
+            if not checked:  # the cut must compose to the model's own output, else full forward passes
+                prefix, suffix, at_cut = _checked(model, layer, x, prefix, suffix, at_cut)
+                checked = True
+            h = prefix(x)
+            y = y.to(device, non_blocking=True)
+            start = 0
+            while start < len(V):
+                group = max(1, (rows or stack_rows(device)) // len(h))
+                chunk = V[start:start + group]
 
-            def fn(rows, g, dest, chunk=chunk):
-                return chunk[g](rows, dest)
+                def fn(r, g, dest, chunk=chunk):
+                    return chunk[g](r, dest)
 
-            if at_cut:  # the settings' rows are written from the prefix's output, with no stacked copy of it
-                logits = suffix(site.apply(h, fn, len(chunk), shared=True))
-            else:  # a new tensor per setting: the suffix may start with an in-place ReLU
-                with _stacked(module, site, fn, len(chunk)):
-                    logits = suffix(torch.cat([h] * len(chunk)))
-            hits = (logits.argmax(1).view(len(chunk), -1) == y).sum(1)
-            correct[start:start + len(chunk)] += hits.cpu().numpy()
-        total += len(h)
+                with measured(device, rows is None) as peak:
+                    if at_cut:  # the settings' rows are written from the prefix's output, no stacked copy of it
+                        logits = suffix(site.apply(h, fn, len(chunk), shared=True, memory_format=fmt))
+                    else:  # a new tensor per setting: the suffix may start with an in-place ReLU
+                        with _stacked(module, site, fn, len(chunk), fmt):
+                            logits = suffix(torch.cat([h] * len(chunk)))
+                    correct[start:start + len(chunk)] += (logits.argmax(1).view(len(chunk), -1) == y).sum(1)
+                if peak.bytes:  # the first call on a GPU: size the stacks from the memory it took
+                    rows = stack_rows(device, per_image=peak.bytes / (len(chunk) * len(h)))
+                    log.info("%s: %d images per stacked call on %s", layer, rows, device)
+                start += len(chunk)
+            total += len(h)
     if bad is not None:
         bad.extend(batches.bad)
     if total == 0:
         raise ValueError(f"no readable eval image to measure accuracy on ({len(batches.bad)} skipped).")
-    return correct / total
+    return correct.cpu().numpy() / total
 
 
 def layer_counts(bases: dict, dense: bool) -> dict:
@@ -206,16 +225,18 @@ def layer_counts(bases: dict, dense: bool) -> dict:
 
 
 def ablation_key(layers, images: dict, model_id: str, bases_hash: str, *, dense: bool | None = None,
-                 counts: dict | None = None) -> dict:
-    """What the sweep is made from: the layers, the count grid, the eval images, the model, the bases."""
+                 counts: dict | None = None, precision: str = "fp32") -> dict:
+    """What the sweep is made from: the layers, the count grid, the arithmetic (when not float32), the eval
+    images, the model, the bases."""
     grid = {"dense": bool(dense)} if counts is None else {"counts": {k: list(map(int, v)) for k, v in counts.items()}}
+    grid.update({} if precision == "fp32" else {"precision": precision})
     return keys.key({"layers": list(layers), **grid}, {"model": model_id, "images": images, "bases": bases_hash},
                      SOURCES)
 
 
 def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = None, dense: bool = False,
           indices=None, model_id: str = "unnamed", bases_hash: str = "unnamed", skip_bad: bool = False,
-          profile: str = "", **kw) -> list[dict]:
+          profile: str = "", precision: str = "fp32", **kw) -> list[dict]:
     """:func:`sweep_layer` for every layer into ``<folder>/ablation.csv``; returns its rows for ``layers``.
 
     ``bases`` is ``{layer: {basis: fitted basis}}`` (``components_``, ``mean_``,
@@ -228,7 +249,8 @@ def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = 
     """
     folder = Path(folder)
     key = ablation_key(layers, images_key(dataset, indices), model_id, bases_hash,
-                       dense=dense, counts=counts)
+                       dense=dense, counts=counts, precision=precision)
+    kw["precision"] = precision
     counts = counts or layer_counts(bases, dense)
     with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
         if not b.current:
@@ -270,7 +292,8 @@ def read_rows(path) -> list[dict]:
 
 def _key(p) -> dict:
     return ablation_key(p.layers, images_key(*selection(p, "ablation")), model_id(p),
-                        provenance.require(p, "bases")["hash"], dense=p.ablation_dense)
+                        provenance.require(p, "bases")["hash"], dense=p.ablation_dense,
+                        precision=p.precision)
 
 
 provenance.register("ablation", _key, upstream=("model", "bases"))

@@ -51,28 +51,60 @@ class Removal:
     """
 
     def __init__(self, basis, which, cache: dict | None = None):
-        which = np.asarray(which, dtype=np.int64).reshape(-1)
-        self.basis, self.which, self.codes = basis, which, {} if cache is None else cache
+        self.basis = basis
+        self.which = np.asarray(which, dtype=np.int64).reshape(-1)
+        self.codes = {} if cache is None else cache
         self.linear = hasattr(basis, "encoder_") or not hasattr(basis, "encode")
+        self.form = None  # "codes", "columns", "dense" or "low_rank": decided when first applied
+        self._cache = {}
+
+    def _host(self) -> tuple[str, dict]:
+        """The form and its float64 arrays, computed with numpy (the CPU's arithmetic, unchanged)."""
+        basis, which = self.basis, self.which
         W = np.asarray(basis.components_, np.float64)[which]
         baseline = getattr(basis, "baseline_", None)
         b = np.zeros(len(which)) if baseline is None else np.asarray(baseline, np.float64)[which]
-        self._arrays, self.form = {"W": W, "b": b}, "codes"
-        if self.linear and len(which):  # orthonormal rows without an encoder_ are their own encoder
-            E = np.asarray(getattr(basis, "encoder_", basis.components_), np.float64)[which]
-            mean = np.asarray(basis.mean_, np.float64)
-            offset = -(E @ mean + b)  # z - b = rows @ E.T + offset
-            d = W.shape[1]
-            cols = np.abs(W).argmax(1)
-            if np.array_equal(E, W) and np.array_equal(np.abs(W), np.eye(d)[cols]) and len(set(cols)) == len(cols):  # neurons: set to their mean
-                keep, fill = np.ones(d), np.zeros(d)
-                keep[cols], fill[cols] = 0, mean[cols] + b * W[np.arange(len(cols)), cols]
-                self.form, self._arrays = "columns", {"keep": keep, "fill": fill}
-            elif 2 * len(which) >= d:  # one d x d product: rows @ (I - E.T W) + (mean E.T + b) W
-                self.form, self._arrays = "dense", {"M": np.eye(d) - E.T @ W, "c": -offset @ W}
-            else:  # two thin products
-                self.form, self._arrays = "low_rank", {"E_T": np.ascontiguousarray(E.T), "offset": offset, "W": W}
-        self._cache = {}
+        if not (self.linear and len(which)):
+            return "codes", {"W": W, "b": b}
+        E = np.asarray(getattr(basis, "encoder_", basis.components_), np.float64)[which]  # orthonormal rows: their own
+        mean = np.asarray(basis.mean_, np.float64)
+        offset = -(E @ mean + b)  # z - b = rows @ E.T + offset
+        d = W.shape[1]
+        cols = np.abs(W).argmax(1)
+        if np.array_equal(E, W) and np.array_equal(np.abs(W), np.eye(d)[cols]) and len(set(cols)) == len(cols):
+            keep, fill = np.ones(d), np.zeros(d)  # neurons: set to their mean
+            keep[cols], fill[cols] = 0, mean[cols] + b * W[np.arange(len(cols)), cols]
+            return "columns", {"keep": keep, "fill": fill}
+        if 2 * len(which) >= d:  # one d x d product: rows @ (I - E.T W) + (mean E.T + b) W
+            return "dense", {"M": np.eye(d) - E.T @ W, "c": -offset @ W}
+        return "low_rank", {"E_T": np.ascontiguousarray(E.T), "offset": offset, "W": W}  # two thin products
+
+    def _on_device(self, device) -> tuple[str, dict]:
+        """The same form and arrays computed in float64 on ``device`` (a GPU), from the basis's matrices
+        uploaded once per basis (shared through ``cache``): no ``d x d`` product on the host per setting."""
+        basis = self.basis
+        shared = self.codes.get(("basis", device))
+        if shared is None:
+            f64 = dict(dtype=torch.float64, device=device)
+            W = torch.as_tensor(np.asarray(basis.components_, np.float64), **f64)
+            E = torch.as_tensor(np.asarray(basis.encoder_, np.float64), **f64) if hasattr(basis, "encoder_") else W
+            baseline = getattr(basis, "baseline_", None)
+            b = torch.zeros(len(W), **f64) if baseline is None else torch.as_tensor(np.asarray(baseline), **f64)
+            shared = self.codes[("basis", device)] = {"W": W, "E": E, "b": b,
+                                                      "mean": torch.as_tensor(np.asarray(basis.mean_), **f64)}
+        idx = torch.as_tensor(self.which, device=device)
+        W, E, b, mean = shared["W"][idx], shared["E"][idx], shared["b"][idx], shared["mean"]
+        offset = -(E @ mean + b)
+        d = W.shape[1]
+        cols = W.abs().argmax(1)
+        one_hot = torch.zeros_like(W).scatter_(1, cols[:, None], 1.0)
+        if torch.equal(E, W) and torch.equal(W.abs(), one_hot) and len(torch.unique(cols)) == len(cols):
+            keep, fill = torch.ones_like(mean), torch.zeros_like(mean)
+            keep[cols], fill[cols] = 0, mean[cols] + b * W[torch.arange(len(cols), device=device), cols]
+            return "columns", {"keep": keep, "fill": fill}
+        if 2 * len(self.which) >= d:
+            return "dense", {"M": torch.eye(d, dtype=W.dtype, device=device) - E.T @ W, "c": -offset @ W}
+        return "low_rank", {"E_T": E.T.contiguous(), "offset": offset, "W": W}
 
     @classmethod
     def orthonormal(cls, V, mean) -> "Removal":
@@ -84,11 +116,19 @@ class Removal:
         return len(self.which)
 
     def _tensors(self, rows) -> dict:
+        """The form's tensors in the rows' device and dtype, made on first use there (host arrays not kept).
+
+        On the CPU they come from :meth:`_host`; on other devices a linear basis's
+        are computed there (:meth:`_on_device`). Memory per setting: ``d`` values
+        (neurons), ``d**2`` (dense) or ``2 k d`` (low rank) in the rows' dtype.
+        """
         where = (rows.device, rows.dtype)
         if where not in self._cache:
-            self._cache[where] = {k: torch.as_tensor(np.asarray(v), device=rows.device,
-                                                     dtype=torch.long if k == "which" else rows.dtype)
-                                  for k, v in {**self._arrays, "which": self.which}.items()}
+            on_host = rows.device.type == "cpu" or not (self.linear and len(self))
+            self.form, arrays = self._host() if on_host else self._on_device(rows.device)
+            self._cache[where] = {k: torch.as_tensor(v, device=rows.device, dtype=rows.dtype)
+                                  for k, v in arrays.items()}
+            self._cache[where]["which"] = torch.as_tensor(self.which, device=rows.device)
         return self._cache[where]
 
     def __call__(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,9 +199,10 @@ def ablate(model, layer: str, V, mean=None):
 
 
 @contextmanager
-def _stacked(module, site, fn, groups: int):
+def _stacked(module, site, fn, groups: int, memory_format=None):
     """While inside, ``module``'s output (``groups`` settings stacked in its batch) goes through ``fn``."""
-    handle = module.register_forward_hook(lambda m, a, out: site.apply(out, fn, groups))
+    handle = module.register_forward_hook(lambda m, a, out: site.apply(out, fn, groups,
+                                                                       memory_format=memory_format))
     try:
         yield
     finally:
@@ -169,17 +210,54 @@ def _stacked(module, site, fn, groups: int):
 
 
 STACK_ROWS = {"cpu": 512}
-"""Images per suffix call by device type. On the 2-core CPU the stand-ins' sweep ran fastest with small
+"""Images per suffix call on the CPU. On the 2-core CPU the stand-ins' sweep ran fastest with small
 stacks (conv1 of mini_alexnet: 512 rows 2.7 s, 1,024 4.1 s, 4,096 5.0 s for the same settings): the
-stack should stay in the caches. Elsewhere :data:`STACK_ROWS_DEFAULT`."""
+stack should stay in the caches. On CUDA the stack is sized from memory (:func:`stack_rows`)."""
 
 
-STACK_ROWS_DEFAULT = 2048
+STACK_ROWS_DEFAULT = 1024
+"""Images of the first stacked call on a GPU (whose peak memory sizes the rest), and elsewhere."""
 
 
-def stack_rows(device) -> int:
-    """The number of images (settings x batch) the sweep stacks into one call on ``device``."""
-    return STACK_ROWS.get(torch.device(device).type, STACK_ROWS_DEFAULT)
+GPU_MEMORY_SHARE = 0.5
+"""Share of the GPU memory free at the start of a sweep that one stacked call may take."""
+
+
+GPU_STACK_LIMIT = 16384
+
+
+def stack_rows(device, per_image: float | None = None) -> int:
+    """The number of images (settings x batch) the sweep stacks into one call on ``device``.
+
+    On CUDA with ``per_image`` (the bytes one stacked image was measured to take
+    through the suffix): as many as fit in :data:`GPU_MEMORY_SHARE` of the free
+    memory, between :data:`STACK_ROWS_DEFAULT` and :data:`GPU_STACK_LIMIT`.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and per_image:
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(min(GPU_STACK_LIMIT, max(STACK_ROWS_DEFAULT, GPU_MEMORY_SHARE * free // per_image)))
+    return STACK_ROWS.get(device.type, STACK_ROWS_DEFAULT)
+
+
+class _Peak:
+    bytes = 0
+
+
+@contextmanager
+def measured(device, wanted: bool):
+    """``peak.bytes``: the CUDA memory the block took at its peak (0 when not ``wanted`` or not on CUDA)."""
+    peak = _Peak()
+    device = torch.device(device)
+    if not (wanted and device.type == "cuda"):
+        yield peak
+        return
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    yield peak
+    torch.cuda.synchronize(device)
+    peak.bytes = max(1, torch.cuda.max_memory_allocated(device) - base)
 
 
 def _checked(model, layer, x, prefix, suffix, at_cut):

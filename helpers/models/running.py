@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -39,6 +40,44 @@ def memory_format(device) -> torch.memory_format:
     rate of both); on other devices the default layout is kept.
     """
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def _fp32_switches():
+    """``(module, attribute)`` of the float32-precision switches of CUDA's matrix products and convolutions."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        return [(matmul, "fp32_precision", "ieee", "tf32"), (conv, "fp32_precision", "ieee", "tf32")]
+    return [(matmul, "allow_tf32", False, True), (torch.backends.cudnn, "allow_tf32", False, True)]
+
+
+@contextmanager
+def precision(mode: str = "fp32", device=None):
+    """Run the forward passes inside in the arithmetic ``mode`` on ``device``; restores the switches after.
+
+    ``fp32``: IEEE float32 throughout, also for cuDNN's convolutions (which
+    PyTorch otherwise runs in TensorFloat-32 on CUDA by default). ``tf32``:
+    TensorFloat-32 matrix products and convolutions on CUDA (float32 on other
+    devices). ``bf16``: ``torch.autocast`` to bfloat16 on the device (CPU too).
+    """
+    if mode not in PRECISIONS:
+        raise ValueError(f"precision={mode!r} is unknown; use one of {PRECISIONS}.")
+    device = get_device(device)
+    switches = _fp32_switches()
+    old = [getattr(m, a) for m, a, _, _ in switches]
+    try:
+        for m, a, ieee, tf32 in switches:
+            setattr(m, a, tf32 if mode == "tf32" else ieee)
+        if mode == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        for (m, a, _, _), value in zip(switches, old):
+            setattr(m, a, value)
 
 
 def place(model: nn.Module, device=None) -> nn.Module:

@@ -57,7 +57,7 @@ class Site:
         h, w = _grid(n)
         return t.transpose(1, 2).reshape(b, d, h, w)
 
-    def apply(self, out, fn: Callable, groups: int = 1, shared: bool = False):
+    def apply(self, out, fn: Callable, groups: int = 1, shared: bool = False, memory_format=None):
         """``out`` with ``fn`` applied to its channel vectors, in the module's own output format.
 
         ``fn(rows, g, dest)`` gets ``rows`` of shape (R, C) for group ``g`` of
@@ -66,7 +66,10 @@ class Site:
         included, is changed. ``shared``: ``out`` holds one group's batch, and
         every ``fn(·, g, ·)`` reads the same rows: the result holds ``groups``
         times the batch (no stacked copy of the input is made). A map comes back
-        as a channels-last view of the new rows (``(B, C, H, W)`` shape).
+        as a channels-last view of the new rows (``(B, C, H, W)`` shape), or in
+        ``memory_format`` when given (the layout the next layer's kernels expect:
+        a channels-last map handed to a contiguous-format network on CUDA can
+        send cuDNN to slow kernels).
         """
         first = isinstance(out, (tuple, list))
         x = out[0] if first else out
@@ -77,7 +80,9 @@ class Site:
         for g in range(groups):
             fn(rows if shared else rows[g], g, new[g])
         new = new.reshape(groups * moved.shape[0] if shared else moved.shape[0], *moved.shape[1:])
-        new = new.permute(0, 3, 1, 2) if x.ndim == 4 else new
+        if x.ndim == 4:
+            new = new.permute(0, 3, 1, 2)
+            new = new if memory_format is None else new.contiguous(memory_format=memory_format)
         return (new, *out[1:]) if first else new
 
 

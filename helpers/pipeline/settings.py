@@ -80,6 +80,15 @@ class Profile:
         Seeds training, sampled positions and every other random choice.
     device : str or None
         ``"cuda"``, ``"cpu"``, ...; ``None`` picks CUDA when available.
+    precision : {"fp32", "tf32", "bf16"}
+        Arithmetic of the networks' forward passes: float32 (the default and
+        the published numbers'), TensorFloat-32 matrix products on CUDA
+        (float32 elsewhere), or bfloat16 autocast (:mod:`helpers.models.running`).
+    decode : {"pil", "device"}
+        How JPEG folders are decoded and preprocessed: PIL and torchvision's
+        transforms in the loader workers (the default), or
+        ``torchvision.io.decode_jpeg`` batched on the run's device (the GPU's
+        nvJPEG on CUDA), resized there (:mod:`helpers.images.folders`).
     pca_chunk : int
         Rows per block when streaming activations through the PCA.
     index_cap : int or None
@@ -168,6 +177,8 @@ class Profile:
     num_workers: int = 0
     seed: int = 0
     device: str | None = None
+    precision: str = "fp32"
+    decode: str = "pil"
     pca_chunk: int = 16384
     index_cap: int | None = 100_000
     index_kind: str = "flat"
