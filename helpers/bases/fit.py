@@ -16,13 +16,13 @@ from ..sampling import open_sample
 from ._base import BASES_MADE_BY
 from .curves import curve_counts, explained_curve
 from .kinds import KINDS
-from .moments import StreamingMoments
+from .moments import StreamingMoments, _as_2d, _upload
 from .pca import NeuronBasis, PCABasis
 
 log = logging.getLogger(__name__)
 
 
-def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "fit bases") -> dict:
+def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "fit bases", device=None) -> dict:
     """Fit the paper's bases of one layer in a single pass over its sample.
 
     Parameters
@@ -31,6 +31,10 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
         Pre-ReLU activations.
     post_relu : bool
         Also fit the PCA of ``relu(X)`` (not for a layer without ReLU).
+    device : str or torch.device, optional
+        Moments on the device when it is a GPU (each chunk uploaded once, its
+        ReLU taken there; float64 sums); numpy's BLAS path on the CPU and for
+        ``None``.
 
     Returns
     -------
@@ -40,12 +44,20 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
 
     Notes
     -----
-    Memory: two ``d x d`` float64 sums plus one chunk, whatever ``n``.
+    Memory: two ``d x d`` float64 sums plus one chunk, whatever ``n`` (on the
+    GPU, the sums and the chunk are there).
     """
-    pre, post = StreamingMoments(), StreamingMoments()
+    gpu = _gpu(device)
+    pre, post = StreamingMoments(gpu), StreamingMoments(gpu)
     relu = None
     for start in tqdm(range(0, len(X), chunk_size), desc=desc, leave=False):
         chunk = np.asarray(X[start:start + chunk_size])
+        if gpu is not None:
+            chunk = _upload(_as_2d(chunk, None), gpu).to(gpu, non_blocking=True)
+            pre.partial_fit(chunk)
+            if post_relu:
+                post.partial_fit(chunk.clamp_min(0))
+            continue
         pre.partial_fit(chunk)
         if post_relu:
             relu = np.empty_like(chunk) if relu is None or len(relu) < len(chunk) else relu
@@ -55,6 +67,16 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
     if post_relu:
         bases["pca_post_relu"] = PCABasis.from_moments(post)
     return bases
+
+
+def _gpu(device):
+    """``device`` as a ``torch.device`` when it is a GPU, else None (numpy's path)."""
+    if device is None:
+        return None
+    import torch
+
+    device = torch.device(device)
+    return device if device.type == "cuda" else None
 
 
 def learned_settings(p, kinds=None) -> dict:
@@ -111,8 +133,10 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
     ``kinds``: names in :data:`KINDS` (``pca`` always: the index and ICA use it;
     the PCA of the post-ReLU activations comes with it); ``settings``:
     :func:`learned_settings`. ``sample_key`` is the key the sample must have
-    (a stale sample is refused). Memory: as :func:`fit_bases` and
-    :func:`explained_curve`, plus the learned bases' own bounds.
+    (a stale sample is refused). ``device``: where the SAE trains and, when it
+    is a GPU, where the moments are summed (:func:`fit_bases`); ``None``: CUDA
+    when available. Memory: as :func:`fit_bases` and :func:`explained_curve`,
+    plus the learned bases' own bounds.
 
     Returns
     -------
@@ -137,11 +161,24 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
                 _fit_layer(b.partial, layer, X, sample["sites"][layer]["relu"], kinds, settings, chunk_size, device)
                 done.append(layer)
                 b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
-        return b.commit(sorted(p.name for p in b.partial.glob("*.npz")))
+        # float64 sums either way; the device only changes the rounding of the products (see moments.py)
+        moments = "float64 on cuda" if _gpu(_default_device(device)) is not None else "numpy (host BLAS)"
+        return b.commit(sorted(p.name for p in b.partial.glob("*.npz")), extra={"moments": moments})
+
+
+def _default_device(device):
+    """``device``, or as the SAE: CUDA when available, else None."""
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else None
+    return device
 
 
 def _fit_layer(folder, layer, X, relu, kinds, settings, chunk_size, device) -> None:
-    fitted = fit_bases(X, relu, chunk_size, desc=layer)  # relu: a ReLU follows the layer in the network
+    device = _default_device(device)
+    log.info("%s: moments %s", layer, "on " + str(device) if _gpu(device) is not None else "by numpy on the host")
+    fitted = fit_bases(X, relu, chunk_size, desc=layer, device=device)  # relu: a ReLU follows the layer
     if not float(np.sum(fitted["pca_pre_relu"].explained_variance_)) > 0:
         raise ValueError(
             f"layer {layer!r} is constant over the sample ({len(X)} vectors, variance 0): there is "
