@@ -1,3 +1,4 @@
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -81,3 +82,95 @@ def test_corrupt_index_says_how_to_fix(tmp_path):
     (tmp_path / "ix" / "fc3.faiss").write_bytes(b"broken")
     with pytest.raises(store.CorruptArtifactError, match="fc3.faiss is corrupt.*delete .*ix and rerun 03_index"):
         search.load_index(tmp_path / "ix", "fc3")
+
+
+def _flat(X):
+    index = faiss.IndexFlatL2(X.shape[1])
+    index.add(X)
+    return index
+
+
+def _same_neighbours(D, ids, D_ref, ids_ref):
+    """Equal up to the order of neighbours whose distances tie (within 1e-5 relative)."""
+    np.testing.assert_allclose(D, D_ref, rtol=1e-4, atol=1e-6)
+    differ = ids != ids_ref
+    assert np.all(np.abs(D[differ] - D_ref[differ]) <= 1e-5 * np.abs(D_ref[differ]) + 1e-6)
+
+
+@pytest.mark.parametrize("block_size, query_block", [(3, 7), (97, 1000), (65536, 1024)])
+def test_torch_flat_equals_faiss_flat(block_size, query_block):
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((1003, 24)) + 2).astype(np.float32)
+    Q = (rng.standard_normal((61, 24)) + 2).astype(np.float32)
+    flat = search.TorchFlat(24, "cpu", block_size=block_size, query_block=query_block)
+    flat.add(X[:500])
+    flat.add(X[500:])
+    assert (flat.d, flat.ntotal) == (24, 1003)
+    np.testing.assert_array_equal(flat.reconstruct_n(10, 5), X[10:15])
+    np.testing.assert_array_equal(flat.reconstruct(7), X[7])
+    for k in (1, 5, 10):
+        D, ids = search.search(flat, Q, k)
+        assert D.dtype == np.float32 and ids.dtype == np.int64 and D.shape == ids.shape == (61, k)
+        _same_neighbours(D, ids, *search.search(_flat(X), Q, k))
+
+
+def test_torch_flat_breaks_ties_by_the_smaller_id_as_faiss():
+    rng = np.random.default_rng(1)
+    base = rng.integers(-3, 4, (5, 8)).astype(np.float32)  # integers: every distance exact, so ties are exact
+    X = base[rng.integers(0, 5, 400)]
+    Q = np.concatenate([base, rng.integers(-3, 4, (20, 8)).astype(np.float32)])
+    ref = search.search(_flat(X), Q, 12)
+    for block_size in (5, 64, 400):
+        flat = search.TorchFlat(8, "cpu", block_size=block_size)
+        flat.add(X)
+        got = search.search(flat, Q, 12)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+    first = np.flatnonzero((X == base[0]).all(1))
+    np.testing.assert_array_equal(got[1][0], first[:12])
+
+
+def test_torch_flat_pads_like_faiss_when_k_exceeds_ntotal():
+    rng = np.random.default_rng(2)
+    X, Q = rng.standard_normal((4, 6), dtype=np.float32), rng.standard_normal((3, 6), dtype=np.float32)
+    D_ref, ids_ref = search.search(_flat(X), Q, 7)
+    assert (ids_ref[:, 4:] == -1).all() and (D_ref[:, 4:] == np.finfo(np.float32).max).all()
+    flat = search.TorchFlat(6, "cpu", block_size=3)
+    flat.add(X)
+    D, ids = search.search(flat, Q, 7)
+    np.testing.assert_array_equal(ids, ids_ref)
+    np.testing.assert_allclose(D, D_ref, rtol=1e-5)
+    D, ids = search.search(search.TorchFlat(6, "cpu"), Q, 2)
+    assert (ids == -1).all() and (D == np.finfo(np.float32).max).all()
+
+
+def test_torch_flat_errors_name_the_fix():
+    flat = search.TorchFlat(4, "cpu")
+    with pytest.raises(ValueError, match="queries has 3 dimensions but the index has 4"):
+        flat.search(np.zeros((1, 3)), 1)
+    with pytest.raises(ValueError, match="k=0 must be >= 1"):
+        flat.search(np.zeros((1, 4)), 0)
+    with pytest.raises(ValueError, match="outside the 0 stored vectors"):
+        flat.reconstruct_n(0, 1)
+
+
+def test_to_device_keeps_cpu_indexes_on_the_cpu():
+    X = np.random.default_rng(3).standard_normal((300, 8), dtype=np.float32)
+    flat = _flat(X)
+    assert search.to_device(flat, "cpu") is flat
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: exact kNN on the GPU")
+def test_to_device_puts_a_flat_index_on_the_gpu(caplog):
+    rng = np.random.default_rng(4)
+    X, Q = rng.standard_normal((70001, 32), dtype=np.float32), rng.standard_normal((2500, 32), dtype=np.float32)
+    flat = _flat(X)
+    with caplog.at_level("INFO", logger="helpers.search"):
+        moved = search.to_device(flat, "cuda")
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("this faiss has GPUs: the index went to faiss's GPU")
+    assert isinstance(moved, search.TorchFlat) and moved.device.type == "cuda" and moved.ntotal == len(X)
+    assert "exact kNN in torch on cuda (this faiss has no GPU)" in caplog.text
+    _same_neighbours(*search.search(moved, Q, 5), *search.search(flat, Q, 5))
+    ivf = search.new_index(32, "ivf", nlist=16, train=X)
+    assert search.to_device(ivf, "cuda") is ivf
