@@ -107,28 +107,54 @@ class Visualizer:
             self._layers[layer] = {"index": index, "loc": np.asarray(loc), "bases": bases, "ranges": ranges}
         return self._layers[layer]
 
+    def plan(self, layer: str, basis: str, components) -> list[dict]:
+        """The targets and nearest patches of several basis vectors of one basis, found in one search.
+
+        Returns one dict per component: ``t`` (m,), ``locs`` (m, k, 3), ``ratio``, ``label`` (no image yet).
+        """
+        info = self.layer(layer)
+        if basis not in info["bases"]:
+            raise ValueError(f"basis={basis!r} is not fitted for {layer}; it has {list(info['bases'])} "
+                             "(the setting bases chooses them; NMF needs a ReLU after the layer).")
+        b, components = info["bases"][basis], [int(c) for c in components]
+        for component in components:
+            if not 0 <= component < len(b.components_):
+                raise ValueError(f"component={component} is out of range for {layer} "
+                                 f"(1 to {len(b.components_)} in descending variance).")
+        m = self.p.n_targets
+        ts = [targets(info["ranges"][basis][0][c], info["ranges"][basis][1][c], m) for c in components]
+        queries = np.concatenate([t[:, None] * b.components_[c][None, :] for t, c in zip(ts, components)]) \
+            if components else np.zeros((0, len(b.components_[0])))
+        _, ids = search(info["index"], queries, self.p.n_neighbours)
+        return [{"t": t, "locs": info["loc"][ids[j * m:(j + 1) * m]], "label": label(b, layer, basis, c),
+                 "ratio": float(b.explained_variance_ratio_[c])} for j, (t, c) in enumerate(zip(ts, components))]
+
     def grid(self, layer: str, basis: str = "pca", component: int = 0) -> dict:
         """The grid of basis vector ``component`` (0-based, descending variance).
 
         Returns a dict: ``image`` (uint8 array), ``t`` (m,), ``locs`` (m, k, 3),
         ``ratio`` (its explained-variance ratio), ``label``.
         """
-        info = self.layer(layer)
-        if basis not in info["bases"]:
-            raise ValueError(f"basis={basis!r} is not fitted for {layer}; it has {list(info['bases'])} "
-                             "(the setting bases chooses them; NMF needs a ReLU after the layer).")
-        b = info["bases"][basis]
-        if not 0 <= component < len(b.components_):
-            raise ValueError(f"component={component} is out of range for {layer} "
-                             f"(1 to {len(b.components_)} in descending variance).")
-        v = b.components_[component]
-        lo, hi = (r[component] for r in info["ranges"][basis])
-        t = targets(lo, hi, self.p.n_targets)
-        _, ids = search(info["index"], t[:, None] * v[None, :], self.p.n_neighbours)
-        locs = info["loc"][ids]
-        image = patch_grid(self.images, locs, self.fields[layer], self.p.thumb)
-        return {"image": image, "t": t, "locs": locs, "ratio": float(b.explained_variance_ratio_[component]),
-                "label": label(b, layer, basis, component)}
+        g = self.plan(layer, basis, [component])[0]
+        return {"image": patch_grid(self.images, g["locs"], self.fields[layer], self.p.thumb), **g}
+
+
+class Displayed:
+    """The ``display`` images of ``ids`` of a dataset, each decoded once, by ``workers`` threads (PIL
+    releases the GIL while decoding), kept in memory: ``display(i)`` as the dataset's.
+
+    Memory: every listed image as shown (``H x W x C`` bytes each).
+    """
+
+    def __init__(self, images, ids, workers: int = 0):
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids = [int(i) for i in np.unique(np.asarray(ids, np.int64))]
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            self.shown = dict(zip(ids, pool.map(images.display, ids)))
+
+    def display(self, i) -> np.ndarray:
+        return self.shown[int(i)]
 
 
 def label(b, layer: str, basis: str, component: int) -> str:
@@ -196,11 +222,20 @@ def saved_grids(vis: "Visualizer", folder, layer: str, n: int) -> dict:
 
 
 def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
-    """``{basis: [grid dicts]}`` of the top ``min(n, d)`` vectors of each basis of a layer."""
-    out = {}
-    for basis, b in vis.layer(layer)["bases"].items():
-        out[basis] = [vis.grid(layer, basis, j) for j in range(min(n, len(b.components_)))]
-    return out
+    """``{basis: [grid dicts]}`` of the top ``min(n, d)`` vectors of each basis of a layer.
+
+    One search per basis for all its grids' targets, and each image the grids show
+    decoded once (:class:`Displayed`, the profile's ``num_workers`` threads); the
+    grids are those :meth:`Visualizer.grid` draws one by one. Memory: the
+    displayed images of one layer's grids (at most ``n x bases x n_targets x
+    n_neighbours`` images).
+    """
+    planned = {basis: vis.plan(layer, basis, range(min(n, len(b.components_))))
+               for basis, b in vis.layer(layer)["bases"].items()}
+    ids = [g["locs"][..., 0].ravel() for grids in planned.values() for g in grids]
+    shown = Displayed(vis.images, np.concatenate(ids) if ids else [], vis.p.num_workers)
+    return {basis: [{"image": patch_grid(shown, g["locs"], vis.fields[layer], vis.p.thumb), **g} for g in grids]
+            for basis, grids in planned.items()}
 
 
 def _pil(image: np.ndarray) -> Image.Image:

@@ -59,3 +59,31 @@ def test_neighbours_along_a_top_pc_rise_with_the_target_index():
         proj = vectors @ info["bases"]["pca"].components_[0]
         rho = spearmanr(np.repeat(np.arange(m), k), proj).correlation
         assert rho >= 0.9, (layer, rho)
+
+
+class Counting:
+    """A dataset's ``display``, counting the calls per image."""
+
+    def __init__(self, images):
+        self.images, self.calls = images, {}
+
+    def display(self, i):
+        self.calls[int(i)] = self.calls.get(int(i), 0) + 1
+        return self.images.display(i)
+
+
+def test_a_layers_grids_are_the_grids_drawn_one_by_one_with_each_image_decoded_once():
+    """One search per basis and one decode per image give the very grids :meth:`Visualizer.grid` draws."""
+    run.run("quick", only=["01", "02", "03"])
+    vis = visualizer_for(load_profile("quick"))
+    counted = vis.images = Counting(vis.images)
+    for layer in ("conv1", "fc1"):
+        counted.calls.clear()
+        batched = visualize.layer_grids(vis, layer, 4)
+        assert counted.calls and max(counted.calls.values()) == 1
+        shown = set(counted.calls)
+        for basis, grids in batched.items():
+            for j, g in enumerate(grids):
+                one = vis.grid(layer, basis, j)
+                assert np.array_equal(g["locs"], one["locs"]) and np.array_equal(g["image"], one["image"])
+                assert g["label"] == one["label"] and set(g["locs"][..., 0].ravel()) <= shown
