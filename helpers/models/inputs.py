@@ -49,7 +49,9 @@ def load_dataset(profile: Profile, split: str):
     Loaded once per process and kept while its files are unchanged.
     """
     stamp = _stamp(profile, split)
-    which = (profile.dataset, profile.data_root, split, None if profile.dataset == "fashion_mnist" else profile.model)
+    folder = profile.dataset != "fashion_mnist"
+    which = (profile.dataset, profile.data_root, split, profile.model if folder else None,
+             profile.decode if folder else None)
     cached = _CACHE.get(which)
     if cached is not None and cached[0] == stamp:
         return cached[1]
@@ -78,7 +80,7 @@ def _load_dataset(profile: Profile, split: str):
     if profile.dataset in ("imagenet", "imagefolder"):
         from .registry import preprocessing
 
-        ds = image_folder(profile.data_root, split, preset=preprocessing(profile.model))
+        ds = image_folder(profile.data_root, split, preset=preprocessing(profile.model), decode=profile.decode)
         if profile.dataset == "imagenet" and len(ds.classes) != 1000:
             log.warning("%s has %d classes, not ImageNet's 1000: accuracies will not be ImageNet's.",
                         profile.data_root, len(ds.classes))
