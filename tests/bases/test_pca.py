@@ -196,6 +196,25 @@ def test_the_pca_curve_is_the_cumulative_explained_variance_ratio():
     np.testing.assert_allclose(explained_curve(neuron, X, chunk_size=700), np.cumsum(shares), atol=1e-6)
 
 
+
+def test_the_saved_curves_of_pca_and_the_neurons_are_the_curves_by_definition(tmp_path):
+    """02 writes them in closed form from the moments; here they are rebuilt from the data, k by k."""
+    from helpers import bases
+    from helpers.pipeline import keys, store
+
+    X = (_data(n=600, d=12) - 0.3).astype(np.float32)
+    with store.Build(tmp_path / "sample", keys.key({"layers": ["fc"]}, {}, ()), "01") as b:
+        np.save(b.partial / "fc.npy", X)
+        np.save(b.partial / "fc_loc.npy", np.zeros((len(X), 3), np.int32))
+        b.commit(["fc.npy", "fc_loc.npy"],
+                 extra={"shapes": {"fc": [12]}, "sites": {"fc": {"path": "fc", "kind": "vector", "relu": True}}})
+    bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc"], chunk_size=250)
+    curves = np.load(tmp_path / "bases" / "fc_curves.npz")
+    X64 = X.astype(np.float64)
+    for curve, data in (("pca_pre_relu", X64), ("neuron_pre_relu", X64), ("pca_post_relu", np.maximum(X64, 0))):
+        basis = bases.load_basis(tmp_path / "bases", "fc", curve)
+        np.testing.assert_allclose(curves[curve], _brute_curve(basis, data), rtol=0, atol=1e-6, err_msg=curve)
+
 class _Skewed:
     """A non-orthogonal basis with a linear encoder and non-zero code means (like ICA, shifted)."""
 
