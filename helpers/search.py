@@ -257,6 +257,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
         indexes = {name: new_index(s[0], kind, nlist, None if train is None else
                                    np.asarray(train[name], np.float32) - mean[name].numpy(), seed)
                    for name, s in shapes.items()}
+        mean = {name: m.to(device) for name, m in mean.items()}
         locs = {name: [] for name in shapes}
         batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
         with torch.no_grad(), capture(model, sites, stop_after=list(shapes)[-1]) as out, \
@@ -264,15 +265,8 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
             for x, _, slots in batches:
                 forward_until(model, x.to(device, non_blocking=True))
                 for name, shape in shapes.items():
-                    a = out[name].float().cpu()
-                    if a.ndim == 4:  # (B, C, H, W) -> (B * H * W, C), row = slot * H * W + y * W + x
-                        a = a.permute(0, 2, 3, 1).reshape(-1, shape[0])
-                    flat = (slots.numpy()[:, None] * hw[name] + np.arange(hw[name])).ravel()
-                    if chosen[name] is not None:  # only the chosen ids within this batch's range
-                        lo, hi = np.searchsorted(chosen[name], [flat[0], flat[-1] + 1])
-                        keep = np.isin(flat, chosen[name][lo:hi], assume_unique=True)
-                        flat, a = flat[keep], a[torch.from_numpy(keep)]
-                    indexes[name].add(as_float32((a - mean[name]).numpy()))
+                    rows, flat = _chosen_rows(out[name].float(), slots.numpy(), hw[name], chosen[name])
+                    indexes[name].add(as_float32((rows - mean[name]).cpu().numpy()))
                     slot, pos = np.divmod(flat, hw[name])
                     w = shape[2] if len(shape) == 3 else 1
                     yx = np.stack([pos // w, pos % w], 1) if len(shape) == 3 else np.full((len(pos), 2), -1)
@@ -287,6 +281,25 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
         return b.commit(files, extra={"shapes": {k: list(v) for k, v in shapes.items()},
                                       "vectors": {k: int(sum(len(v) for v in locs[k])) for k in shapes},
                                       "bad_images": batches.bad})
+
+
+def _chosen_rows(a: torch.Tensor, slots: np.ndarray, hw: int, chosen: np.ndarray | None):
+    """The vectors of one batch's activations ``a`` ((B, C, H, W) or (B, C)) that are indexed, gathered where
+    ``a`` is (only they leave the GPU), and their flat ids ``slot * hw + position``, ascending.
+
+    ``slots``: the batch's slots (ascending); ``chosen``: the sorted flat ids to keep (None: all).
+    """
+    if chosen is None:
+        flat = (slots[:, None] * hw + np.arange(hw)).ravel()
+        return (a.permute(0, 2, 3, 1).reshape(-1, a.shape[1]) if a.ndim == 4 else a), flat
+    lo, hi = np.searchsorted(chosen, [slots[0] * hw, (slots[-1] + 1) * hw])
+    picked = chosen[lo:hi]
+    row = np.searchsorted(slots, picked // hw)
+    flat = picked[slots[np.minimum(row, len(slots) - 1)] == picked // hw]  # leave out slots not in the batch
+    b = torch.from_numpy(np.searchsorted(slots, flat // hw)).to(a.device)
+    if a.ndim == 4:
+        return a.flatten(2)[b, :, torch.from_numpy(flat % hw).to(a.device)], flat
+    return a[b], flat
 
 
 def load_index(folder, layer: str, nprobe: int | None = None, device=None, key: dict | None = None):

@@ -73,6 +73,26 @@ def test_capped_index_is_a_seeded_subsample(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_capped_index_holds_the_chosen_positions_vectors_of_the_full_one(tmp_path):
+    """The positions are gathered where the activations are; each kept vector is the full index's, bit for bit."""
+    torch.manual_seed(0)
+    model, data = MiniAlexNet().eval(), RandomImages(n=7, shape=(1, 28, 28))
+    means = {"conv2": np.full(48, 0.25, np.float32), "fc1": np.linspace(-1, 1, 256).astype(np.float32)}
+    indices = np.array([0, 2, 3, 5, 6])
+    full = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "full", indices=indices,
+                                    batch_size=2)
+    capped = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "cap", indices=indices,
+                                      cap=101, batch_size=2, seed=3)
+    assert capped["vectors"] == {"conv2": 101, "fc1": 5} and full["vectors"]["conv2"] == 5 * 14 * 14
+    ids = search.choose_positions(5, 14 * 14, 101, 3)
+    for layer in ("conv2", "fc1"):
+        fi, fl = search.load_index(tmp_path / "full", layer, device="cpu")
+        ci, cl = search.load_index(tmp_path / "cap", layer, device="cpu")
+        rows = ids if layer == "conv2" else np.arange(5)  # ids: slot * 196 + position, the full index's rows
+        np.testing.assert_array_equal(np.asarray(cl), np.asarray(fl)[rows])
+        np.testing.assert_array_equal(ci.reconstruct_n(0, ci.ntotal), fi.reconstruct_n(0, fi.ntotal)[rows])
+
+
 def test_corrupt_index_says_how_to_fix(tmp_path):
     torch.manual_seed(0)
     model, data = MiniAlexNet().eval(), RandomImages(n=2, shape=(1, 28, 28))
