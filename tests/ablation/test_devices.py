@@ -74,14 +74,16 @@ def test_precision_switches_are_set_inside_and_restored_after():
             pass
 
 
-def test_a_bf16_sweep_runs_and_stays_near_the_fp32_one_and_tf32_is_fp32_on_the_cpu():
+def _sweep_case(n: int, seed: int, d: int = 64):
+    """A seeded MiniAlexNet, ``n`` random images, a random orthonormal basis and the neurons of a d-wide layer."""
     torch.manual_seed(0)
-    model = MiniAlexNet().eval()
-    data = RandomImages(40, (1, 28, 28), seed=2)
-    d = 64
     comps = {"pca": np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0].T.astype(np.float32),
              "neuron": np.eye(d, dtype=np.float32)}
-    mean = np.zeros(d, np.float32)
+    return MiniAlexNet().eval(), RandomImages(n, (1, 28, 28), seed=seed), comps, np.zeros(d, np.float32)
+
+
+def test_a_bf16_sweep_runs_and_stays_near_the_fp32_one_and_tf32_is_fp32_on_the_cpu():
+    model, data, comps, mean = _sweep_case(40, seed=2)
     run = {mode: [r["top1"] for r in ablation.sweep_layer(model, data, "conv3", comps, mean, [0, 4, 32, 64],
                                                           batch_size=20, precision=mode)]
            for mode in ("fp32", "tf32", "bf16")}
@@ -98,13 +100,7 @@ def test_the_ablation_key_names_the_precision_only_when_it_is_not_fp32():
 
 @CUDA
 def test_the_sweep_on_cuda_counts_what_the_cpu_counts():
-    torch.manual_seed(0)
-    model = MiniAlexNet().eval()
-    data = RandomImages(64, (1, 28, 28), seed=5)
-    d = 64
-    comps = {"pca": np.linalg.qr(np.random.default_rng(1).standard_normal((d, d)))[0].T.astype(np.float32),
-             "neuron": np.eye(d, dtype=np.float32)}
-    mean = np.zeros(d, np.float32)
+    model, data, comps, mean = _sweep_case(64, seed=5)
     counts = [0, 1, 8, 40, 64]
     cpu = ablation.sweep_layer(model, data, "conv2", comps, mean, counts, batch_size=32, device="cpu")
     gpu = ablation.sweep_layer(model, data, "conv2", comps, mean, counts, batch_size=32, device="cuda")
