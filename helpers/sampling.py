@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ def sample_key(layers, seed: int, images: dict, model_id: str) -> dict:
 def sample_activations(model, dataset, layers, folder, *, indices=None, seed: int = 0,
                        model_id: str = "unnamed", skip_bad: bool = False, batch_size: int = 256,
                        num_workers: int = 0, device=None, profile: str = "",
-                       flush_seconds: float = 30.0) -> dict:
+                       flush_seconds: float = 30.0, ranks=None) -> dict:
     """Sample pre-ReLU activations of ``layers`` over ``dataset`` into ``folder``.
 
     Parameters
@@ -144,6 +145,11 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     skip_bad : bool
         Leave out unreadable images (listed in the sidecar's ``bad_images``)
         instead of stopping at the first.
+    ranks : helpers.pipeline.distributed.Ranks, optional
+        With more than one process, each rank samples its shard of the images
+        (whole batches of the one-process run) into its rows of the same
+        memory maps; the model, images and settings must be the profile's
+        (``ranks.p``), which each rank rebuilds. The files are those of one process.
 
     Returns
     -------
@@ -153,11 +159,11 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
 
     Notes
     -----
-    Memory: one batch of activations on the device and the host, plus the
-    positions (20 bytes per image per layer); the samples themselves go
-    straight to disk (space reserved up front), so a split of any size fits.
-    An interrupted run resumes at the first image not recorded as done;
-    finished rows are never rewritten.
+    Memory: one batch of activations on the device and the host (per rank),
+    plus the positions (20 bytes per image per layer); the samples themselves
+    go straight to disk (space reserved up front), so a split of any size fits.
+    An interrupted run resumes at the first image of each shard not recorded
+    as done; finished rows are never rewritten.
     """
     device = get_device(device)
     model = place(model, device)
@@ -166,27 +172,92 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     if n == 0:
         raise ValueError("no images to sample: the dataset or the selection (indices, n_sample) is empty.")
     sites = layer_sites(model, layers, example(dataset, indices).to(device))
+    shapes = {name: s.shape for name, s in sites.items()}
     key = sample_key(layers, seed, images_key(dataset, indices), model_id)
+    if ranks is not None and ranks.distributed and not ranks.main:  # another machine prepares and finishes
+        ranks.launch("helpers.sampling:sample_rank", key=key, folder=str(folder), flush_seconds=flush_seconds)
+        return ranks.finished(folder, key, MADE_BY)
     with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
-        return _sample(b, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers,
-                       device, flush_seconds)
+        for name, shape in shapes.items():
+            if not (b.partial / f"{name}.npy").exists():
+                store.new_array(b.partial / f"{name}.npy", (n, shape[0]), np.float32)
+        try:
+            if ranks is not None and ranks.distributed:
+                ranks.launch("helpers.sampling:sample_rank", key=key, folder=str(folder),
+                             flush_seconds=flush_seconds)
+            else:
+                _sample_slots(b.partial, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers,
+                              device, flush_seconds, (0, n))
+        finally:
+            done, _ = _done(b.partial)
+            b.save_progress(summary=f"{sum(hi - lo for lo, hi in done)} of {n} images")
+        return _finish(b, indices, sites, seed)
 
 
-def _sample(b, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers, device,
-            flush_seconds) -> dict:
-    n, partial = len(indices), b.partial
+def sample_rank(p, key: dict, folder: str, flush_seconds: float = 30.0) -> None:
+    """One rank of a distributed :func:`sample_activations`: its shard of the profile's sample images.
+
+    Started by :func:`helpers.pipeline.distributed.launch`; ``key`` is the
+    driver's, and a rank that rebuilds another (other weights, images or
+    layers) stops with the difference.
+    """
+    from .models.loading import load_model
+    from .pipeline import distributed
+
+    device = distributed.device(p.device)
+    model, info = load_model(p)
+    model = place(model, device)
+    dataset, indices = selection(p, "sample")
+    indices = np.asarray(indices)
+    mine = sample_key(p.layers, p.seed, images_key(dataset, indices), info["id"])
+    diffs = keys.differences(mine, key, exact=True)
+    if diffs:
+        raise ValueError(f"this rank rebuilt another sample than the driver's ({'; '.join(diffs)}): a distributed "
+                         "sample is made from the profile's own model, images and layers (ranks.p).")
+    sites = layer_sites(model, p.layers, example(dataset, indices).to(device))
+    _sample_slots(Path(f"{folder}.partial"), model, dataset, indices, sites, p.seed, p.skip_bad_images,
+                  p.batch_size, p.num_workers, device, flush_seconds, distributed.shard(len(indices), p.batch_size))
+
+
+def _done(partial) -> tuple[list, list]:
+    """``(done, bad)``: the finished slot ranges ``[lo, hi)`` recorded in ``partial``, and their bad images."""
+    done, bad = [], []
+    for f in sorted(Path(partial).glob("slots-*.json")):
+        r = store.read_json(f, MADE_BY)
+        if r["next"] > r["lo"]:
+            done.append((r["lo"], r["next"]))
+        bad += r["bad"]
+    return sorted(done), sorted(bad, key=lambda r: r["slot"])
+
+
+def _pending(lo: int, hi: int, done: list) -> list[tuple[int, int]]:
+    """The parts of ``[lo, hi)`` not covered by the ranges ``done``."""
+    out, at = [], lo
+    for a, b in done:
+        if b <= at or a >= hi:
+            continue
+        if a > at:
+            out.append((at, a))
+        at = max(at, b)
+    return out + ([(at, hi)] if at < hi else [])
+
+
+def _sample_slots(partial, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers, device,
+                  flush_seconds, span) -> None:
+    """Sample the slots ``span = (lo, hi)`` not yet done into the memory maps of ``partial`` (row = slot).
+
+    Progress is recorded per run of slots in ``slots-<lo>-<hi>.json`` (the next slot, the bad images), at
+    least every ``flush_seconds`` and at its end.
+    """
+    from .pipeline.distributed import rank
+
+    partial, n = Path(partial), len(indices)
     shapes = {name: s.shape for name, s in sites.items()}
-    slots_done, rows = b.progress.get("slots_done", 0), b.progress.get("rows_done", 0)
-    earlier = list(b.progress.get("bad", []))  # unreadable images found before an interruption
     positions = draw_positions(shapes, n, seed)
-    arrays = {}
-    for name, shape in shapes.items():
-        path = partial / f"{name}.npy"
-        arrays[name] = (np.load(path, mmap_mode="r+") if slots_done else
-                        store.new_array(path, (n, shape[0]), np.float32))
     where = {name: torch.from_numpy(positions[name]) for name in shapes}
+    arrays = {name: np.load(partial / f"{name}.npy", mmap_mode="r+") for name in shapes}
     slots = torch.zeros(0, dtype=torch.long)
 
     def pick(name, out):
@@ -195,37 +266,56 @@ def _sample(b, model, dataset, indices, sites, seed, skip_bad, batch_size, num_w
             return out[torch.arange(len(out), device=out.device), :, yx[:, 0], yx[:, 1]]
         return out.detach().clone()
 
-    def flush():
+    def flush(lo, hi, batches):
         for a in arrays.values():
             a.flush()
-        b.save_progress(summary=f"{slots_done} of {n} images", slots_done=slots_done, rows_done=rows,
-                        bad=earlier + batches.bad)
+        store.write_json(partial / f"slots-{lo}-{hi}.json", {"lo": lo, "hi": hi, "next": batches.next_slot,
+                                                             "bad": batches.bad})
 
-    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=slots_done)
+    todo = _pending(*span, _done(partial)[0])
     last = list(shapes)[-1]
-    t_flush = time.monotonic()
     with torch.no_grad(), capture(model, sites, pick=pick, stop_after=last) as out, \
-            tqdm(total=n, initial=slots_done, desc="sample activations", unit="img") as bar:
-        for x, _, slots in batches:
-            forward_until(model, x.to(device, non_blocking=True))
-            for name in shapes:
-                arrays[name][rows:rows + len(x)] = out[name].float().cpu().numpy()
-            rows += len(x)
-            bar.update(batches.next_slot - slots_done)
-            slots_done = batches.next_slot
-            if time.monotonic() - t_flush > flush_seconds:
-                flush()
-                t_flush = time.monotonic()
-    slots_done, bad = n, earlier + batches.bad
-    flush()
-    arrays.clear()  # closes the memory maps
-    kept = ~np.isin(indices, [r["index"] for r in bad])
+            tqdm(total=span[1] - span[0], initial=span[1] - span[0] - sum(b - a for a, b in todo),
+                 desc="sample activations", unit="img", disable=rank()[0] != 0) as bar:
+        for lo, hi in todo:
+            batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=lo,
+                              stop=hi)
+            t_flush, at = time.monotonic(), lo
+            for x, _, slots in batches:
+                forward_until(model, x.to(device, non_blocking=True))
+                rows = slots.numpy()
+                where_rows = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else rows
+                for name in shapes:
+                    arrays[name][where_rows] = out[name].float().cpu().numpy()
+                bar.update(batches.next_slot - at)
+                at = batches.next_slot
+                if time.monotonic() - t_flush > flush_seconds:
+                    flush(lo, hi, batches)
+                    t_flush = time.monotonic()
+            batches.next_slot = hi
+            flush(lo, hi, batches)
+
+
+def _finish(b, indices, sites, seed) -> dict:
+    """Check every slot is done, leave out the unreadable images' rows, write the locations, commit."""
+    partial, n = b.partial, len(indices)
+    shapes = {name: s.shape for name, s in sites.items()}
+    done, bad = _done(partial)
+    missing = _pending(0, n, done)
+    if missing:
+        raise RuntimeError(f"{partial} is unfinished: slots {missing[:3]} were not sampled; rerun {MADE_BY} "
+                           "to resume.")
+    positions = draw_positions(shapes, n, seed)
+    kept = np.ones(n, bool)
+    kept[[r["slot"] for r in bad]] = False
     files = []
     for name in shapes:
-        if rows < n:  # images were skipped: a new, shorter file replaces the preallocated one
-            _shorten(partial / f"{name}.npy", rows)
+        if bad:  # a new file without the unreadable images' rows replaces the preallocated one
+            _compact(partial / f"{name}.npy", kept)
         np.save(partial / f"{name}_loc.npy", np.column_stack([indices[kept], positions[name][kept]]).astype(np.int32))
         files += [f"{name}.npy", f"{name}_loc.npy"]
+    for f in partial.glob("slots-*.json"):
+        f.unlink()
     if bad:
         log.warning("skipped %d unreadable image(s), e.g. %s", len(bad), bad[0]["path"])
     described = {k: {"path": s.path, "kind": s.kind, "relu": s.relu} for k, s in sites.items()}
@@ -233,13 +323,14 @@ def _sample(b, model, dataset, indices, sites, seed, skip_bad, batch_size, num_w
                                   "bad_images": bad})
 
 
-def _shorten(path, rows: int, chunk: int = 1 << 16) -> None:
-    """Replace the ``.npy`` at ``path`` by its first ``rows`` rows (a new file, renamed into place)."""
+def _compact(path, kept: np.ndarray, chunk: int = 1 << 16) -> None:
+    """Replace the ``.npy`` at ``path`` by its rows where ``kept`` (a new file, renamed into place)."""
     old = np.load(path, mmap_mode="r")
+    rows = np.flatnonzero(kept)
     with store.atomic(path) as tmp:
-        new = store.new_array(tmp, (rows, *old.shape[1:]), old.dtype)
-        for start in range(0, rows, chunk):
-            new[start:start + chunk] = old[start:min(start + chunk, rows)]
+        new = store.new_array(tmp, (len(rows), *old.shape[1:]), old.dtype)
+        for start in range(0, len(rows), chunk):
+            new[start:start + chunk] = old[rows[start:start + chunk]]
         new.flush()
         del new
     del old

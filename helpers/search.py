@@ -213,7 +213,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
                       kind: str = "flat", nlist: int = 1024, train: dict | None = None, seed: int = 0,
                       batch_size: int = 256, num_workers: int = 0, device=None, model_id: str = "unnamed",
                       bases_hash: str = "unnamed", sample_hash: str | None = None, skip_bad: bool = False,
-                      profile: str = "") -> dict:
+                      profile: str = "", ranks=None) -> dict:
     """Index every (or a capped subsample of every) position of ``layers`` over ``dataset``.
 
     Parameters
@@ -229,6 +229,11 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
         sample (``train``), recorded as the index's inputs.
     skip_bad : bool
         Leave out unreadable images (listed in the sidecar) instead of stopping.
+    ranks : helpers.pipeline.distributed.Ranks, optional
+        With more than one process, each rank forwards its shard of the images
+        (whole batches of the one-process run) and the driver adds the shards
+        to the index in rank order: the index and locations are those of one
+        process. The model, images and bases must be the profile's (``ranks.p``).
 
     Returns
     -------
@@ -239,7 +244,8 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     Notes
     -----
     Memory: the indexes themselves (``N * d * 4`` bytes per layer for Flat and
-    IVF-Flat) plus one batch of activations.
+    IVF-Flat) plus one batch of activations; distributed, each rank also holds
+    its shard's vectors (``N * d * 4 / world`` bytes) until it writes them.
     """
     device = get_device(device)
     model = place(model, device)
@@ -248,30 +254,29 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     shapes = {name: s.shape for name, s in sites.items()}
     key = index_key(layers, images_key(dataset, indices), model_id, bases_hash, cap=cap, kind=kind,
                     nlist=nlist, seed=seed, sample_hash=sample_hash)
+    many = ranks is not None and ranks.distributed
+    work = dict(key=key, folder=str(folder), layers=list(layers), means={k: np.asarray(v, np.float32).tolist()
+                                                                           for k, v in means.items()})
+    if many and not ranks.main:
+        ranks.launch("helpers.search:index_rank", **work)
+        return ranks.finished(folder, key, MADE_BY)
     with store.Build(folder, key, MADE_BY, profile=profile, resumable=False, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
-        hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
-        chosen = {name: choose_positions(len(indices), hw[name], cap, seed) for name in shapes}
-        mean = {name: torch.as_tensor(np.asarray(means[name], np.float32)) for name in shapes}
+        mean = {name: np.asarray(means[name], np.float32) for name in shapes}
         indexes = {name: new_index(s[0], kind, nlist, None if train is None else
-                                   np.asarray(train[name], np.float32) - mean[name].numpy(), seed)
+                                   np.asarray(train[name], np.float32) - mean[name], seed)
                    for name, s in shapes.items()}
-        mean = {name: m.to(device) for name, m in mean.items()}
         locs = {name: [] for name in shapes}
-        batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
-        with torch.no_grad(), capture(model, sites, stop_after=list(shapes)[-1]) as out, \
-                tqdm(total=len(indices), desc="index activations", unit="img") as bar:
-            for x, _, slots in batches:
-                forward_until(model, x.to(device, non_blocking=True))
-                for name, shape in shapes.items():
-                    rows, flat = _chosen_rows(out[name].float(), slots.numpy(), hw[name], chosen[name])
-                    indexes[name].add(as_float32((rows - mean[name]).cpu().numpy()))
-                    slot, pos = np.divmod(flat, hw[name])
-                    w = shape[2] if len(shape) == 3 else 1
-                    yx = np.stack([pos // w, pos % w], 1) if len(shape) == 3 else np.full((len(pos), 2), -1)
-                    locs[name].append(np.column_stack([indices[slot], yx]).astype(np.int32))
-                bar.update(len(x))
+        if many:
+            ranks.launch("helpers.search:index_rank", **work)
+            parts, bad = _merge(b.partial, shapes, ranks.world)
+        else:
+            parts, bad = _indexed(model, dataset, indices, sites, mean, cap, seed, batch_size, num_workers, device,
+                                  skip_bad, (0, len(indices)))
+        for name, vectors, loc in parts:
+            indexes[name].add(vectors)
+            locs[name].append(loc)
         files = []
         for name in shapes:
             with store.atomic(b.partial / f"{name}.faiss") as tmp:
@@ -280,7 +285,94 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
             files += [f"{name}.faiss", f"{name}_loc.npy"]
         return b.commit(files, extra={"shapes": {k: list(v) for k, v in shapes.items()},
                                       "vectors": {k: int(sum(len(v) for v in locs[k])) for k in shapes},
-                                      "bad_images": batches.bad})
+                                      "bad_images": bad})
+
+
+def _indexed(model, dataset, indices, sites, mean, cap, seed, batch_size, num_workers, device, skip_bad, span):
+    """``(parts, bad)``: an iterator of ``(layer, centred vectors (m, d) float32, locations (m, 3))`` per batch
+    of the slots ``span = (lo, hi)``, and the list its unreadable images are appended to as it goes."""
+    from .pipeline.distributed import rank
+
+    shapes = {name: s.shape for name, s in sites.items()}
+    hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
+    chosen = {name: choose_positions(len(indices), hw[name], cap, seed) for name in shapes}
+    centre = {name: torch.as_tensor(mean[name]).to(device) for name in shapes}
+    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=span[0],
+                      stop=span[1])
+
+    def parts():
+        with torch.no_grad(), capture(model, sites, stop_after=list(shapes)[-1]) as out, \
+                tqdm(total=span[1] - span[0], desc="index activations", unit="img",
+                     disable=rank()[0] != 0) as bar:
+            for x, _, slots in batches:
+                forward_until(model, x.to(device, non_blocking=True))
+                for name, shape in shapes.items():
+                    rows, flat = _chosen_rows(out[name].float(), slots.numpy(), hw[name], chosen[name])
+                    slot, pos = np.divmod(flat, hw[name])
+                    w = shape[2] if len(shape) == 3 else 1
+                    yx = np.stack([pos // w, pos % w], 1) if len(shape) == 3 else np.full((len(pos), 2), -1)
+                    yield (name, as_float32((rows - centre[name]).cpu().numpy()),
+                           np.column_stack([indices[slot], yx]).astype(np.int32))
+                bar.update(len(x))
+
+    return parts(), batches.bad
+
+
+def index_rank(p, key: dict, folder: str, layers: list, means: dict) -> None:
+    """One rank of a distributed :func:`index_activations`: its shard of the profile's eval images, written
+    as ``<layer>.<rank>.npy`` (centred vectors) and ``<layer>_loc.<rank>.npy`` into the partial artifact
+    for the driver to add to the index in rank order (the one-process order)."""
+    from .models.loading import load_model
+    from .pipeline import distributed
+
+    device = distributed.device(p.device)
+    model, info = load_model(p, train=False)
+    model = place(model, device)
+    dataset, indices = selection(p, "eval")
+    indices = np.asarray(indices)
+    sample = provenance.require(p, "sample")["hash"] if p.index_kind == "ivf" else None
+    mine = index_key(layers, images_key(dataset, indices), info["id"], provenance.require(p, "bases")["hash"],
+                     cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, seed=p.seed, sample_hash=sample)
+    diffs = keys.differences(mine, key, exact=True)
+    if diffs:
+        raise ValueError(f"this rank rebuilt another index than the driver's ({'; '.join(diffs)}): a distributed "
+                         "index is made from the profile's own model, images and bases (ranks.p).")
+    sites = layer_sites(model, layers, example(dataset, indices).to(device))
+    mean = {k: np.asarray(v, np.float32) for k, v in means.items()}
+    r = distributed.rank()[0]
+    parts, bad = _indexed(model, dataset, indices, sites, mean, p.index_cap, p.seed, p.batch_size, p.num_workers,
+                          device, p.skip_bad_images, distributed.shard(len(indices), p.batch_size))
+    got = {name: ([], []) for name in sites}
+    for name, vectors, loc in parts:
+        got[name][0].append(vectors)
+        got[name][1].append(loc)
+    partial = Path(f"{folder}.partial")
+    for name, s in sites.items():
+        vectors = np.concatenate(got[name][0]) if got[name][0] else np.zeros((0, s.shape[0]), np.float32)
+        loc = np.concatenate(got[name][1]) if got[name][1] else np.zeros((0, 3), np.int32)
+        for path, array in ((partial / f"{name}.{r}.npy", vectors), (partial / f"{name}_loc.{r}.npy", loc)):
+            with store.atomic(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, array)
+    store.write_json(partial / f"bad.{r}.json", bad)
+
+
+def _merge(partial, shapes, world):
+    """The ranks' shards of :func:`index_rank` in rank order (as :func:`_indexed` yields them), and their bad
+    images; each shard file is removed once read."""
+    bad = []
+    for r in range(world):
+        bad += store.read_json(partial / f"bad.{r}.json", MADE_BY)
+        (partial / f"bad.{r}.json").unlink()
+
+    def parts():
+        for r in range(world):
+            for name in shapes:
+                vectors, loc = np.load(partial / f"{name}.{r}.npy"), np.load(partial / f"{name}_loc.{r}.npy")
+                (partial / f"{name}.{r}.npy").unlink()
+                (partial / f"{name}_loc.{r}.npy").unlink()
+                yield name, vectors, loc
+
+    return parts(), bad
 
 
 def _chosen_rows(a: torch.Tensor, slots: np.ndarray, hw: int, chosen: np.ndarray | None):

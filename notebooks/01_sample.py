@@ -20,7 +20,8 @@
 # `retrain=True` (the `smoke` profile's default) it is trained here first.
 #
 # Writes `data/<profile>/<model>/model/` (stand-in with `retrain=True` only) and `data/<profile>/<model>/sample/`.
-# An interrupted run resumes where it stopped.
+# An interrupted run resumes where it stopped. With `nproc` > 1 the images are split among that many
+# `torch.distributed` processes (one per GPU), each writing its rows of the same sample (docs/gpus.md).
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
@@ -40,6 +41,10 @@ num_workers = None  # DataLoader workers for image folders
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
+nproc = None  # processes on this machine (one per GPU); >1: torch.distributed ranks, the same sample
+nnodes = None  # machines taking part (torchrun's --nnodes)
+node_rank = None  # this machine's place among them (torchrun's --node-rank)
+rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
 
 # %%
 from helpers import pipeline
@@ -51,7 +56,7 @@ p
 import pandas as pd
 
 from helpers import models, sampling
-from helpers.pipeline import provenance
+from helpers.pipeline import distributed, provenance
 
 # %% [markdown]
 # ## The network
@@ -73,6 +78,7 @@ meta = sampling.sample_activations(
     net, images, p.layers, p.artifact("sample"),
     indices=indices, seed=p.seed, model_id=info["id"], skip_bad=p.skip_bad_images,
     batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
+    ranks=distributed.ranks(p),
 )
 if meta["bad_images"]:
     print(f"{len(meta['bad_images'])} unreadable image(s) skipped, e.g. {meta['bad_images'][0]['path']}")

@@ -35,6 +35,10 @@ num_workers = None  # DataLoader workers for image folders
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
+nproc = None  # processes on this machine (one per GPU); >1: torch.distributed ranks, the same index
+nnodes = None  # machines taking part (torchrun's --nnodes)
+node_rank = None  # this machine's place among them (torchrun's --node-rank)
+rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
 
 # %%
 from helpers import pipeline
@@ -48,7 +52,7 @@ import logging
 import pandas as pd
 
 from helpers import bases, models, sampling, search
-from helpers.pipeline import provenance
+from helpers.pipeline import distributed, provenance
 
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
@@ -68,6 +72,7 @@ meta = search.index_activations(
     indices=indices, cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, train=train, seed=p.seed,
     batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, model_id=info["id"],
     bases_hash=bases_meta["hash"], sample_hash=sample_hash, skip_bad=p.skip_bad_images, profile=p.name,
+    ranks=distributed.ranks(p),
 )
 pd.DataFrame([{"layer": k, "output shape": tuple(v), "indexed vectors": meta["vectors"][k]}
               for k, v in meta["shapes"].items()])

@@ -38,6 +38,10 @@ seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
 precision = None  # "fp32" (the default) | "tf32" | "bf16": arithmetic of the sweep's forward passes
 skip_bad_images = None  # True: skip unreadable images (listed in the sidecars)
+nproc = None  # processes on this machine (one per GPU); >1: torch.distributed ranks, the same sweep
+nnodes = None  # machines taking part (torchrun's --nnodes)
+node_rank = None  # this machine's place among them (torchrun's --node-rank)
+rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
 
 # %%
 from helpers import pipeline
@@ -49,7 +53,7 @@ p
 import pandas as pd
 
 from helpers import ablation, bases, models, plots, reference
-from helpers.pipeline import provenance
+from helpers.pipeline import distributed, provenance
 
 # %%
 net, info = models.load_model(p, train=False)
@@ -62,6 +66,7 @@ rows = ablation.sweep(
     net, images, p.layers, fitted, p.artifact("ablation"), dense=p.ablation_dense,
     indices=indices, model_id=info["id"], bases_hash=bases_meta["hash"], skip_bad=p.skip_bad_images,
     batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, precision=p.precision, profile=p.name,
+    ranks=distributed.ranks(p),
 )
 table = pd.DataFrame(rows)
 p.figures_path.mkdir(parents=True, exist_ok=True)

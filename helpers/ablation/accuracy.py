@@ -28,7 +28,7 @@ from ..models import running
 from ..models.running import get_device, memory_format, place
 from ..models.inputs import selection
 from ..models.loading import model_id
-from ..pipeline import keys, provenance, store
+from ..pipeline import distributed, keys, provenance, store
 from .removal import Removal, _checked, _site, _stacked, measured, stack_rows
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,10 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
 
     Notes
     -----
+    Inside a process group (a rank of :func:`sweep` with ``ranks``) each rank
+    forwards its :func:`~helpers.pipeline.distributed.shard` of the images and
+    the hits are summed over the ranks (integers: the accuracies are exactly
+    those of one process).
     The hits are counted on the device and read once at the end (no host sync
     per stacked call); the suffix gets its input in the model's memory format.
     Memory: one batch's prefix output, one stack of ``max_rows`` images through
@@ -167,10 +171,12 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
     correct = torch.zeros(len(V), dtype=torch.long, device=device)
     total = 0
     rows = max_rows
-    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad)
+    lo, hi = distributed.shard(len(dataset) if indices is None else len(indices), batch_size)
+    batches = Batches(dataset, indices, batch_size, num_workers, device, skip_bad=skip_bad, start=lo, stop=hi)
     checked = False
     with running.precision(precision, device):
-        for x, y, _ in tqdm(batches, desc=desc or f"ablate {layer}", leave=False):
+        for x, y, _ in tqdm(batches, desc=desc or f"ablate {layer}", leave=False,
+                            disable=distributed.rank()[0] != 0):
             x = x.to(device, non_blocking=True)
             if not checked:  # the cut must compose to the model's own output, else full forward passes
                 prefix, suffix, at_cut = _checked(model, layer, x, prefix, suffix, at_cut)
@@ -197,8 +203,10 @@ def accuracies(model, dataset, layer: str, ablations: list, mean, *, indices=Non
                     log.info("%s: %d images per stacked call on %s", layer, rows, device)
                 start += len(chunk)
             total += len(h)
+    total = int(distributed.all_sum(torch.tensor([total], device=device)).item())
+    distributed.all_sum(correct)
     if bad is not None:
-        bad.extend(batches.bad)
+        bad.extend(r for found in distributed.gather(batches.bad) for r in found)
     if total == 0:
         raise ValueError(f"no readable eval image to measure accuracy on ({len(batches.bad)} skipped).")
     return correct.cpu().numpy() / total
@@ -236,7 +244,7 @@ def ablation_key(layers, images: dict, model_id: str, bases_hash: str, *, dense:
 
 def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = None, dense: bool = False,
           indices=None, model_id: str = "unnamed", bases_hash: str = "unnamed", skip_bad: bool = False,
-          profile: str = "", precision: str = "fp32", **kw) -> list[dict]:
+          profile: str = "", precision: str = "fp32", ranks=None, **kw) -> list[dict]:
     """:func:`sweep_layer` for every layer into ``<folder>/ablation.csv``; returns its rows for ``layers``.
 
     ``bases`` is ``{layer: {basis: fitted basis}}`` (``components_``, ``mean_``,
@@ -246,21 +254,68 @@ def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = 
     renamed), so an interruption at any point loses no finished layer and a
     rerun resumes at the first unfinished one; ``ablation.csv`` is assembled,
     as a new file, when every layer is done.
+
+    ``ranks`` (:class:`helpers.pipeline.distributed.Ranks`): with more than one
+    process, every setting's hits are counted by each rank on its shard of the
+    eval images and summed (``all_reduce``); the model, images and bases must
+    be the profile's (``ranks.p``), which each rank rebuilds. The CSV is that of one process.
     """
     folder = Path(folder)
     key = ablation_key(layers, images_key(dataset, indices), model_id, bases_hash,
                        dense=dense, counts=counts, precision=precision)
     kw["precision"] = precision
     counts = counts or layer_counts(bases, dense)
-    with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
-        if not b.current:
-            _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw)
+    many = ranks is not None and ranks.distributed
+    if many and not ranks.main:
+        ranks.launch("helpers.ablation.accuracy:sweep_rank", key=key, folder=str(folder), layers=list(layers),
+                     counts={k: list(map(int, v)) for k, v in counts.items()})
+    else:
+        with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
+            if not b.current:
+                if many:
+                    ranks.launch("helpers.ablation.accuracy:sweep_rank", key=key, folder=str(folder),
+                                 layers=list(layers), counts={k: list(map(int, v)) for k, v in counts.items()})
+                    b.reload_progress()
+                else:
+                    _sweep_layers(b, model, dataset, layers, bases, counts, indices, skip_bad, kw)
+                _assemble(b, layers, counts)
+    if many and not ranks.main:
+        ranks.finished(folder, key, MADE_BY)
     return [r for r in read_rows(folder / "ablation.csv") if r["layer"] in set(layers)]
 
 
-def _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw) -> dict:
+def sweep_rank(p, key: dict, folder: str, layers: list, counts: dict) -> None:
+    """One rank of a distributed :func:`sweep`: the profile's model, ablation images and bases, its shard.
+
+    Rank 0 writes each finished layer and the progress; a rank that rebuilds
+    another key than the driver's (``key``) stops with the difference.
+    """
+    from ..bases import layer_bases
+    from ..models.loading import load_model
+
+    device = distributed.device(p.device)
+    model, info = load_model(p, train=False)
+    dataset, indices = selection(p, "ablation")
+    bases_key = provenance.expected(p, "bases")
+    fitted = {layer: layer_bases(p.artifact("bases"), layer, p.bases, bases_key) for layer in layers}
+    grid = {"counts": counts} if "counts" in key["params"] else {"dense": p.ablation_dense}
+    mine = ablation_key(layers, images_key(dataset, indices), info["id"], provenance.require(p, "bases")["hash"],
+                        precision=p.precision, **grid)
+    diffs = keys.differences(mine, key, exact=True)
+    if diffs:
+        raise ValueError(f"this rank rebuilt another sweep than the driver's ({'; '.join(diffs)}): a distributed "
+                         "sweep is made from the profile's own model, images and bases (ranks.p).")
+    b = store.Build(folder, key, MADE_BY, profile=p.name)  # the driver holds the lock and opened the partial
+    b.reload_progress()
+    kw = {"batch_size": p.batch_size, "num_workers": p.num_workers, "device": device, "precision": p.precision}
+    _sweep_layers(b, model, dataset, layers, fitted, counts, indices, p.skip_bad_images, kw,
+                  write=distributed.rank()[0] == 0)
+
+
+def _sweep_layers(b, model, dataset, layers, bases, counts, indices, skip_bad, kw, write: bool = True) -> None:
+    """Each layer not yet done into ``<partial>/<layer>.csv`` (``write``: this process records it)."""
     done, bad = list(b.progress.get("layers_done", [])), list(b.progress.get("bad", []))
-    for layer in tqdm(layers, desc="ablation sweep"):
+    for layer in tqdm(layers, desc="ablation sweep", disable=not write):
         if layer in done:
             continue
         fitted = bases[layer]
@@ -269,10 +324,19 @@ def _sweep(b, model, dataset, layers, bases, counts, indices, skip_bad, kw) -> d
         rows = sweep_layer(model, dataset, layer, fitted, mean, counts[layer], indices=indices,
                            skip_bad=skip_bad, bad=found, **kw)
         if not bad:
-            bad = found  # every layer reads the same images: record them once
-        _write_rows(b.partial / f"{layer}.csv", rows)
+            bad = sorted(found, key=lambda r: r["slot"])  # every layer reads the same images: record them once
         done.append(layer)
-        b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done, bad=bad)
+        if write:
+            _write_rows(b.partial / f"{layer}.csv", rows)
+            b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done, bad=bad)
+
+
+def _assemble(b, layers, counts) -> dict:
+    """``ablation.csv`` from the finished layers, committed."""
+    bad = list(b.progress.get("bad", []))
+    missing = [layer for layer in layers if layer not in b.progress.get("layers_done", [])]
+    if missing:
+        raise RuntimeError(f"{b.partial} is unfinished: layers {missing} were not swept; rerun {MADE_BY} to resume.")
     rows = [r for layer in layers for r in read_rows(b.partial / f"{layer}.csv")]
     _write_rows(b.partial / "ablation.csv", rows)
     for layer in layers:

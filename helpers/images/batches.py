@@ -18,11 +18,12 @@ from .common import BadImageError
 class _Slots(Dataset):
     """Item ``j`` is image ``indices[start + j]`` with its slot ``start + j``, or a bad-image record."""
 
-    def __init__(self, dataset, indices, start, skip_bad):
+    def __init__(self, dataset, indices, start, skip_bad, stop=None):
         self.dataset, self.indices, self.start, self.skip_bad = dataset, indices, start, skip_bad
+        self.stop = len(indices) if stop is None else stop
 
     def __len__(self):
-        return len(self.indices) - self.start
+        return max(0, self.stop - self.start)
 
     def __getitem__(self, j):
         slot = self.start + j
@@ -55,8 +56,9 @@ class Batches:
     CUDA. An unreadable image stops the iteration with :class:`BadImageError`
     (its path and index), unless ``skip_bad``: then it is left out of its batch
     and recorded in :attr:`bad` (``slot``, ``index``, ``path``, ``error``).
-    ``start`` skips the first slots (resuming); :attr:`next_slot` is the first
-    slot not yet delivered or skipped.
+    ``start`` skips the first slots (resuming) and ``stop`` ends before that
+    slot (one rank's shard, :func:`helpers.pipeline.distributed.shard`);
+    :attr:`next_slot` is the first slot not yet delivered or skipped.
 
     A dataset whose ``decode`` is ``"device"`` and that has ``finish`` yields
     encoded files; each batch of them is decoded and preprocessed by
@@ -65,12 +67,12 @@ class Batches:
     """
 
     def __init__(self, dataset, indices=None, batch_size: int = 256, num_workers: int = 0, device=None,
-                 skip_bad: bool = False, start: int = 0):
+                 skip_bad: bool = False, start: int = 0, stop: int | None = None):
         indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
         self.bad, self.next_slot = [], start
         self.dataset, self.indices, self.skip_bad, self.device = dataset, indices, skip_bad, device
         self.finish = getattr(dataset, "finish", None) if getattr(dataset, "decode", "pil") == "device" else None
-        self.loader = DataLoader(_Slots(dataset, indices, start, skip_bad), batch_size=batch_size,
+        self.loader = DataLoader(_Slots(dataset, indices, start, skip_bad, stop), batch_size=batch_size,
                                  num_workers=num_workers, collate_fn=partial(_collate, stack=self.finish is None),
                                  pin_memory=torch.device(device or "cpu").type == "cuda")
 

@@ -94,6 +94,13 @@ RULES = {
     "ica_components": _POSITIVE, "nmf_components": _POSITIVE, "sae_latents": ("a positive integer, or None for 4·d",
                                                                         lambda v: v is None or _integer(v, 1)),
     "sae_k": _POSITIVE, "sae_epochs": _POSITIVE,
+    "nproc": ("a positive integer (processes on this machine: one per GPU, or a few on a CPU)",
+              lambda v: _integer(v, 1)),
+    "nnodes": ("a positive integer (machines taking part)", lambda v: _integer(v, 1)),
+    "node_rank": ("an integer >= 0 (this machine's place among nnodes; 0 prepares and finishes)",
+                  lambda v: _integer(v, 0)),
+    "rdzv_endpoint": ("'host:port' of machine 0 (torchrun's --rdzv-endpoint), or None on one machine",
+                      lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[^\s:]+:\d+", v) is not None)),
     "data_dir": _FOLDER, "figures_dir": _FOLDER,
 }
 """Every setting's valid values: ``name -> (description, test)``."""
@@ -137,4 +144,10 @@ def validate(p, examples):
     if p.index_kind == "ivf" and p.nprobe > p.nlist:
         raise ValueError(f"setting nprobe={p.nprobe} is not valid with nlist={p.nlist}: an IVF index has "
                          f"nlist lists to probe; use nprobe <= {p.nlist}.")
+    if p.nnodes > 1 and not p.rdzv_endpoint:
+        raise ValueError(f"setting nnodes={p.nnodes} needs rdzv_endpoint: 'host:port' of machine 0, the same on "
+                         "every machine (e.g. rdzv_endpoint='node0:29500').")
+    if p.node_rank >= p.nnodes:
+        raise ValueError(f"setting node_rank={p.node_rank} is not valid with nnodes={p.nnodes}: use 0 to "
+                         f"{p.nnodes - 1}.")
     return p

@@ -156,6 +156,10 @@ class Profile:
     skip_bad_images : bool
         Skip images that cannot be read (listed in each artifact's sidecar)
         instead of stopping at the first one with its path.
+    nproc, nnodes, node_rank, rdzv_endpoint : int, int, int, str or None
+        Processes per machine for the steps that scale with the images (01, 03, 05 and 08's unit maps) and
+        torchrun's rendezvous across machines (:mod:`helpers.pipeline.distributed`); the results do not
+        depend on them, so no artifact's key holds them.
     data_dir, figures_dir : str or None
         Where artifacts and figures go, one folder per model inside; ``None``
         means ``<project>/data/<name>`` and ``<project>/figures/<name>``.
@@ -212,6 +216,10 @@ class Profile:
     sae_k: int = 16
     sae_epochs: int = 10
     skip_bad_images: bool = False
+    nproc: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
     data_dir: str | None = None
     figures_dir: str | None = None
 

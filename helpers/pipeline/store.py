@@ -345,6 +345,12 @@ class Build:
         partial.mkdir(parents=True)
         self.save_progress()
 
+    def reload_progress(self) -> dict:
+        """Read the progress saved in the partial (by this process or by the ranks of a distributed step)."""
+        path = self.partial / PROGRESS
+        self.progress = read_json(path, self.made_by) if path.exists() else {}
+        return self.progress
+
     def save_progress(self, summary: str | None = None, **state) -> None:
         """Record how far the build got (atomically); ``summary`` marks work worth resuming."""
         self.progress = {"key": self.key, "summary": summary, **state}
