@@ -1,7 +1,7 @@
 # make figures   - every figure of the offline quick profile (sets itself up); MODEL=mini_resnet|mini_vit|...
 # make retrain MODEL=mini_alexnet - the same, with the stand-in trained here instead of its shipped weights
 # make test      - the test suite (sets itself up)
-# make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended)
+# make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended); GPUS=8: 01/03/05/08 on 8 ranks
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
 # make verify    - hash every artifact of a profile: good, stale or corrupt
 # make site      - the static demo site of a profile's models (site/<profile>/index.html)
@@ -13,6 +13,9 @@ IMAGENET ?=
 # the network: empty for the profile's own (mini_alexnet; alexnet on paper), or any name of helpers/models/registry.py
 MODEL    ?=
 MODEL_ARG = $(if $(MODEL),-p model=$(MODEL),)
+# processes (one per GPU) for the steps that scale with the images: torch.distributed ranks (docs/gpus.md)
+GPUS     ?=
+GPUS_ARG  = $(if $(GPUS),-p nproc=$(GPUS),)
 # FAISS build: cpu, or gpu (faiss-gpu-cu12) with `make setup FAISS=gpu`
 FAISS    ?= cpu
 PY       := $(VENV)/bin/python
@@ -54,7 +57,7 @@ chromium:
 	else echo "Chromium: no apt; the browser tests will skip: install chromium or set CHROMIUM=/path/to/chrome"; fi
 
 figures: setup
-	$(PY) -m helpers.run --profile $(PROFILE) $(MODEL_ARG)
+	$(PY) -m helpers.run --profile $(PROFILE) $(MODEL_ARG) $(GPUS_ARG)
 
 # trains the stand-in (pinned, into data/<profile>/<model>/model/), says how it compares with the shipped
 # weights (hash, test accuracy), then runs every notebook with it
@@ -63,7 +66,7 @@ retrain: setup
 
 paper: setup
 	@test -n "$(IMAGENET)" || { echo "usage: make paper IMAGENET=/path/to/imagenet (holding train/ and val/)"; exit 2; }
-	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET) $(MODEL_ARG)
+	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET) $(MODEL_ARG) $(GPUS_ARG)
 
 # after `make figures` (06 makes the stimuli); PROFILE=smoke|quick|paper, PORT=8866
 PORT     ?= 8866

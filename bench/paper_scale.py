@@ -4,6 +4,7 @@
     python bench/paper_scale.py --device cuda                   # a GPU: 10,000 train / 2,000 val JPEGs
     python bench/paper_scale.py --device cuda --root /data/imagenet --model alexnet
     python bench/paper_scale.py --device cuda --decode device   # JPEGs decoded on the GPU (nvJPEG)
+    python bench/paper_scale.py --device cpu --tiny --world 2   # and 01/03/05 on 2 ranks against one process
 
 It makes an ImageNet-like folder of JPEGs (``train/`` and ``val/`` class
 folders, 500 x 375 like ImageNet's typical photo) unless ``--root`` gives one,
@@ -28,7 +29,8 @@ decode alone           images/s of decoding only, same workers     —
 
 then the projection of the whole paper profile (1,281,167 train images, 50,000
 val images, the dense count grid) from those rates. ``--world N`` adds the
-speed-up of N ranks (``torch.distributed``) where the package supports it.
+speed-up of N ranks (``torch.distributed``, :mod:`helpers.pipeline.distributed`)
+for 01, 03 and 05, end to end, and checks that their files equal one process's.
 """
 from __future__ import annotations
 
@@ -197,6 +199,49 @@ def table(rows) -> None:
         print(f"{name:{w}s}  {rate:14,.0f}  {lim}  {ratio}  {unit} / {what}")
 
 
+def ranked(p, net, info, layer: str, counts, world: int, device) -> None:
+    """01, 03 and 05 (one layer) on one process and on ``world`` ranks, timed end to end (launch included),
+    each pair of artifacts compared byte for byte."""
+    import filecmp
+    import dataclasses
+
+    from helpers.pipeline import distributed
+
+    train_set, train_idx = models.selection(p, "sample")
+    val_set, val_idx = models.selection(p, "eval")
+    ab_set, ab_idx = models.selection(p, "ablation")
+    bases_meta = provenance.require(p, "bases")
+    means = {k: bases.load_basis(p.artifact("bases"), k, key=provenance.expected(p, "bases")).mean_ for k in p.layers}
+    fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, provenance.expected(p, "bases"))}
+    steps = {
+        "01 sample": lambda folder, r: sampling.sample_activations(
+            net, train_set, p.layers, folder, indices=train_idx, seed=p.seed, model_id=info["id"],
+            batch_size=p.batch_size, num_workers=p.num_workers, device=device, profile=p.name, ranks=r),
+        "03 index": lambda folder, r: search.index_activations(
+            net, val_set, p.layers, means, folder, indices=val_idx, cap=p.index_cap, kind=p.index_kind, seed=p.seed,
+            batch_size=p.batch_size, num_workers=p.num_workers, device=device, model_id=info["id"],
+            bases_hash=bases_meta["hash"], profile=p.name, ranks=r),
+        f"05 sweep ({layer})": lambda folder, r: ablation.sweep(
+            net, ab_set, [layer], fitted, folder, counts={layer: counts}, indices=ab_idx, model_id=info["id"],
+            bases_hash=bases_meta["hash"], batch_size=p.batch_size, num_workers=p.num_workers, device=device,
+            profile=p.name, precision=p.precision, ranks=r),
+    }
+    many = distributed.ranks(dataclasses.replace(p, nproc=world))
+    print(f"\n{world} torch.distributed ranks ({'NCCL' if device.type == 'cuda' else 'gloo'}) against one process, "
+          "end to end (the ranks' start-up included):")
+    for name, run in steps.items():
+        seconds = []
+        for tag, r in (("one", None), ("ranks", many)):
+            folder = p.data_path / f"bench-{name.split()[0]}-{tag}"
+            t = time.perf_counter()
+            run(folder, r)
+            seconds.append(time.perf_counter() - t)
+        one, ranks_ = (p.data_path / f"bench-{name.split()[0]}-{tag}" for tag in ("one", "ranks"))
+        same = all(filecmp.cmp(f, ranks_ / f.name, shallow=False) for f in one.iterdir() if f.name != "meta.json")
+        print(f"  {name:22s} one process {seconds[0]:7.1f} s   {world} ranks {seconds[1]:7.1f} s   "
+              f"speed-up {seconds[0] / seconds[1]:5.2f}x   files identical: {same}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -212,10 +257,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
     ap.add_argument("--precision", default="fp32", choices=running.PRECISIONS)
     ap.add_argument("--decode", default="pil", choices=("pil", "device"))
+    ap.add_argument("--world", type=int, default=1,
+                    help="also run 01, 03 and 05 on this many torch.distributed ranks and print the speed-up")
     ap.add_argument("--keep", action="store_true", help="keep the made folder and artifacts")
     args = ap.parse_args()
-    if args.tiny:
-        args.classes, args.train, args.val, args.sweep_images = 4, 320, 160, 32
+    if args.tiny:  # the sizes not given explicitly
+        for name, tiny in (("classes", 4), ("train", 320), ("val", 160), ("sweep_images", 32)):
+            if getattr(args, name) == ap.get_default(name):
+                setattr(args, name, tiny)
         args.batch = min(args.batch, 32)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     for name in ("helpers.search", "helpers.ablation.accuracy"):
@@ -320,6 +369,8 @@ def main() -> None:
     rows.append((f"05 sweep ({layer}, {n_settings} settings x {len(ab_idx)})", r05, fwd_stack, "setting-img/s",
                  f"full forward, stack {stack}"))
     table(rows)
+    if args.world > 1:
+        ranked(p, net, info, layer, counts, args.world, device)
 
     # the projection of the whole paper profile on this machine
     counts_all = ablation.layer_counts(fitted_all, dense=True)

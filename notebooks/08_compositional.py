@@ -66,6 +66,10 @@ batch_size = None  # images per forward pass
 num_workers = None  # DataLoader workers for image folders
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
+nproc = None  # processes on this machine (one per GPU); >1: the unit maps on torch.distributed ranks, the same maps
+nnodes = None  # machines taking part (torchrun's --nnodes)
+node_rank = None  # this machine's place among them (torchrun's --node-rank)
+rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
 
 # %%
 from helpers import pipeline

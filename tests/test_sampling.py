@@ -1,3 +1,7 @@
+import json
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,7 +114,8 @@ def test_interrupted_sample_resumes_without_recomputing(tmp_path):
                                     flush_seconds=0)
     assert not (tmp_path / "s").exists() and (tmp_path / "s.partial").exists()
     progress = store.read_json(tmp_path / "s.partial" / "progress.json")
-    assert progress["rows_done"] == 16
+    assert progress["summary"] == "16 of 30 images"
+    assert store.read_json(tmp_path / "s.partial" / "slots-0-30.json")["next"] == 16
 
     again = RandomImages(n=30, shape=(1, 28, 28))
     sampling.sample_activations(model, again, ALL, tmp_path / "s", seed=0, batch_size=4)
@@ -157,3 +162,65 @@ def test_empty_selection_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no images to sample"):
         sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv1"], tmp_path / "s",
                                     indices=[])
+
+
+def _ranked_sample(p, folder, **kw):
+    from helpers import models
+    from helpers.pipeline import distributed
+
+    net, info = models.load_model(p, train=False)
+    images, indices = models.selection(p, "sample")
+    return sampling.sample_activations(net, images, p.layers, folder, indices=indices, seed=p.seed,
+                                       model_id=info["id"], batch_size=p.batch_size, device=p.device, profile=p.name,
+                                       ranks=distributed.ranks(p), **kw)
+
+
+def test_two_ranks_write_the_bytes_of_one_process(copy):
+    import filecmp
+
+    from helpers.pipeline import load_profile
+
+    p = load_profile("smoke", **copy.params, nproc=2)
+    meta = _ranked_sample(p, copy.data / "sample-2-ranks")
+    one = copy.data / "sample"
+    names = sorted(f.name for f in one.glob("*.npy"))
+    assert names and names == sorted(meta["files"])
+    for name in names:
+        assert filecmp.cmp(one / name, copy.data / "sample-2-ranks" / name, shallow=False), name
+
+
+def test_a_rank_killed_mid_sample_resumes_to_the_uninterrupted_bytes(copy):
+    """Rank 1 is SIGKILLed once it has recorded progress; the rerun (2 ranks) resumes and equals one process."""
+    import filecmp
+    import os
+    import signal
+    import threading
+
+    from helpers.pipeline import distributed, load_profile
+
+    p = load_profile("smoke", **copy.params, nproc=2, n_sample=6400)
+    folder, killed = copy.data / "sample-killed", []
+
+    def kill_rank_1():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for job in (p.data_path / ".ranks").glob("*/pid-1"):
+                records = list(Path(f"{folder}.partial").glob("slots-3200-*.json"))  # rank 1's shard
+                if records and json.loads(records[0].read_text())["next"] > 3200:
+                    os.kill(int(job.read_text()), signal.SIGKILL)
+                    killed.append(int(job.read_text()))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_rank_1)
+    watcher.start()
+    with pytest.raises(distributed.RankError, match="rank 1 of 2 failed.*killed by signal 9"):
+        _ranked_sample(p, folder, flush_seconds=0.0)
+    watcher.join()
+    assert killed
+    record = json.loads(next(Path(f"{folder}.partial").glob("slots-3200-*.json")).read_text())
+    assert 3200 < record["next"] < 6400  # the kill came mid-shard: work kept, work left
+    meta = _ranked_sample(p, folder)  # resumes
+    one = _ranked_sample(load_profile("smoke", **copy.params, n_sample=6400), copy.data / "sample-one")
+    assert meta["files"].keys() == one["files"].keys()
+    for name in meta["files"]:
+        assert filecmp.cmp(folder / name, copy.data / "sample-one" / name, shallow=False), name

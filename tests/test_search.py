@@ -194,3 +194,26 @@ def test_to_device_puts_a_flat_index_on_the_gpu(caplog):
     _same_neighbours(*search.search(moved, Q, 5), *search.search(flat, Q, 5))
     ivf = search.new_index(32, "ivf", nlist=16, train=X)
     assert search.to_device(ivf, "cuda") is ivf
+
+
+def test_two_ranks_make_the_index_of_one_process(copy):
+    import filecmp
+
+    from helpers import bases, models
+    from helpers.pipeline import distributed, load_profile, provenance
+
+    p = load_profile("smoke", **copy.params, nproc=2)
+    net, info = models.load_model(p, train=False)
+    images, indices = models.selection(p, "eval")
+    key = provenance.expected(p, "bases")
+    means = {layer: bases.load_basis(p.artifact("bases"), layer, key=key).mean_ for layer in p.layers}
+    folder = copy.data / "index-2-ranks"
+    meta = search.index_activations(net, images, p.layers, means, folder, indices=indices, cap=p.index_cap,
+                                    kind=p.index_kind, seed=p.seed, batch_size=p.batch_size, model_id=info["id"],
+                                    bases_hash=provenance.require(p, "bases")["hash"], profile=p.name,
+                                    ranks=distributed.ranks(p))
+    one = copy.data / "index"
+    assert sorted(meta["files"]) == sorted(f.name for f in one.iterdir() if f.name != "meta.json")
+    for name in meta["files"]:  # the FAISS files hold the vectors in order: equal bytes, equal contents
+        assert filecmp.cmp(one / name, folder / name, shallow=False), name
+    assert not [f for f in folder.iterdir() if f.name.count(".") > 1]  # the ranks' shards are gone

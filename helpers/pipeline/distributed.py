@@ -184,9 +184,14 @@ def _describe(target: str, rank: int, failure, world: int) -> str:
         trace = message.get("extraInfo", {}).get("py_callstack", "")
     else:
         text, trace = str(message), ""
-    if not text:
-        text = (f"it exited with code {failure.exitcode}" if failure.exitcode >= 0 else
-                f"it was killed by signal {-failure.exitcode}")
+    if failure.exitcode < 0:  # killed: no error file, whatever torch elastic put in its place
+        import signal
+
+        number = -failure.exitcode
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else "unknown"
+        text, trace = f"it was killed by signal {number} ({name})", ""
+    elif not text:
+        text = f"it exited with code {failure.exitcode}"
     out = f"rank {rank} of {world} failed in {target}: {text.strip()}"
     return out + (f"\n\nrank {rank}'s traceback:\n{trace.rstrip()}" if trace else "")
 

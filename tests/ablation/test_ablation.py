@@ -318,3 +318,20 @@ def test_a_removal_is_the_codes_of_the_removed_vectors_taken_out(every_basis, ki
         everything = ablation.Removal(b, np.arange(len(b.components_)))(torch.from_numpy(X).double()).numpy()
         error = X - b.inverse_transform(b.transform(X))  # all latents zeroed: the offset plus the SAE's error
         np.testing.assert_allclose(everything, b.offset_ + error, atol=1e-6 * np.abs(X).max())
+
+
+def test_two_ranks_give_the_ablation_csv_of_one_process(copy):
+    from helpers import bases, models
+    from helpers.pipeline import distributed, load_profile, provenance
+
+    p = load_profile("smoke", **copy.params, nproc=2)
+    net, info = models.load_model(p, train=False)
+    images, indices = models.selection(p, "ablation")
+    key = provenance.expected(p, "bases")
+    fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, key) for layer in p.layers}
+    folder = copy.data / "ablation-2-ranks"
+    ablation.sweep(net, images, p.layers, fitted, folder, dense=p.ablation_dense, indices=indices,
+                   model_id=info["id"], bases_hash=provenance.require(p, "bases")["hash"], batch_size=p.batch_size,
+                   profile=p.name, ranks=distributed.ranks(p))
+    one = (copy.data / "ablation" / "ablation.csv").read_bytes()
+    assert len(one.splitlines()) > 100 and (folder / "ablation.csv").read_bytes() == one
