@@ -175,8 +175,8 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
     shapes = {name: s.shape for name, s in sites.items()}
     key = sample_key(layers, seed, images_key(dataset, indices), model_id)
     if ranks is not None and ranks.distributed and not ranks.main:  # another machine prepares and finishes
-        ranks.launch("helpers.sampling:sample_rank", key=key, folder=str(folder), flush_seconds=flush_seconds)
-        return ranks.finished(folder, key, MADE_BY)
+        return ranks.follow("helpers.sampling:sample_rank", folder, key, MADE_BY, key=key, folder=str(folder),
+                            flush_seconds=flush_seconds)
     with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
@@ -191,8 +191,8 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
                 _sample_slots(b.partial, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers,
                               device, flush_seconds, (0, n))
         finally:
-            done, _ = _done(b.partial)
-            b.save_progress(summary=f"{sum(hi - lo for lo, hi in done)} of {n} images")
+            finished = sum(hi - lo for lo, hi in _done(b.partial)[0])
+            b.save_progress(summary=f"{finished} of {n} images" if finished else None)
         return _finish(b, indices, sites, seed)
 
 

@@ -267,8 +267,8 @@ def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = 
     counts = counts or layer_counts(bases, dense)
     many = ranks is not None and ranks.distributed
     if many and not ranks.main:
-        ranks.launch("helpers.ablation.accuracy:sweep_rank", key=key, folder=str(folder), layers=list(layers),
-                     counts={k: list(map(int, v)) for k, v in counts.items()})
+        ranks.follow("helpers.ablation.accuracy:sweep_rank", folder, key, MADE_BY, key=key, folder=str(folder),
+                     layers=list(layers), counts={k: list(map(int, v)) for k, v in counts.items()})
     else:
         with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
             if not b.current:
@@ -279,8 +279,6 @@ def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = 
                 else:
                     _sweep_layers(b, model, dataset, layers, bases, counts, indices, skip_bad, kw)
                 _assemble(b, layers, counts)
-    if many and not ranks.main:
-        ranks.finished(folder, key, MADE_BY)
     return [r for r in read_rows(folder / "ablation.csv") if r["layer"] in set(layers)]
 
 

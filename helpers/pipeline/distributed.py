@@ -33,13 +33,13 @@ import shutil
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import store
+from .kernels import environment
 from .settings import ROOT, load_profile
 
 WORKER = "helpers.pipeline.distributed"
@@ -94,15 +94,24 @@ class Ranks:
         """Run ``target`` (``"module:function"``, called as ``function(p, **kwargs)``) on every rank."""
         return launch(target, self, **kwargs)
 
-    def finished(self, folder, key: dict, made_by: str, timeout: float = 3600.0) -> dict:
-        """On a machine other than 0: the sidecar of ``folder`` once machine 0 has finished it."""
+    def follow(self, target: str, artifact, expected: dict, made_by: str, timeout: float = 3600.0,
+               **kwargs) -> dict:
+        """On a machine other than 0: this machine's ranks of ``target`` (unless the artifact is current), then
+        the sidecar of ``artifact`` (whose key must be ``expected``) once machine 0 has finished it."""
+        try:
+            return store.read_meta(artifact, expected, made_by)
+        except (store.MissingArtifactError, store.StaleArtifactError, store.CorruptArtifactError):
+            pass
+        self.launch(target, **kwargs)
         t0 = time.monotonic()
-        while not (Path(folder) / store.META).exists():
-            if time.monotonic() - t0 > timeout:
-                raise TimeoutError(f"machine 0 did not finish {folder} within {timeout:.0f} s after the ranks "
-                                   f"ended; look at its output, then rerun {made_by}.")
-            time.sleep(1.0)
-        return store.read_meta(folder, key, made_by)
+        while True:
+            try:
+                return store.read_meta(artifact, expected, made_by)
+            except (store.MissingArtifactError, store.StaleArtifactError, store.CorruptArtifactError):
+                if time.monotonic() - t0 > timeout:
+                    raise TimeoutError(f"machine 0 did not finish {artifact} within {timeout:.0f} s after the "
+                                       f"ranks ended; look at its output, then rerun {made_by}.") from None
+                time.sleep(1.0)
 
 
 def ranks(p) -> Ranks:
@@ -157,10 +166,12 @@ def launch(target: str, r: Ranks, **kwargs) -> Launched:
                               rdzv_endpoint="localhost:0", run_id=uuid.uuid4().hex, max_restarts=0,
                               monitor_interval=0.1, start_method="spawn")
     threads = max(1, (os.cpu_count() or 1) // r.nproc) if backend == "gloo" else 1
+    where = f" on each of {r.nnodes} machines (this is machine {r.node_rank})" if r.nnodes > 1 else ""
+    store.say(f"{target}: {r.nproc} ranks ({backend}){where}")
     t0 = time.perf_counter()
     try:
-        with _environment({"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
-                os.pathsep), "OMP_NUM_THREADS": str(threads)}):
+        with environment({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                          "OMP_NUM_THREADS": str(threads)}):
             elastic_launch(config, sys.executable)("-m", WORKER, str(job / "job.json"))
     except ChildFailedError as e:
         rank, failure = min(e.failures.items(), key=lambda kv: kv[1].timestamp)
@@ -168,7 +179,9 @@ def launch(target: str, r: Ranks, **kwargs) -> Launched:
     finally:
         pids = _pids(job)
         shutil.rmtree(job, ignore_errors=True)
-    return Launched(time.perf_counter() - t0, pids)
+    seconds = time.perf_counter() - t0
+    store.say(f"{target}: {r.world} ranks done in {seconds:.1f} s")
+    return Launched(seconds, pids)
 
 
 def _pids(job: Path) -> list[int]:
@@ -194,20 +207,6 @@ def _describe(target: str, rank: int, failure, world: int) -> str:
         text = f"it exited with code {failure.exitcode}"
     out = f"rank {rank} of {world} failed in {target}: {text.strip()}"
     return out + (f"\n\nrank {rank}'s traceback:\n{trace.rstrip()}" if trace else "")
-
-
-@contextmanager
-def _environment(values: dict):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _profile_fields(p) -> dict:

@@ -48,7 +48,13 @@ def kernel_variables(wait: bool = True, restart: bool = False) -> dict:
 @contextmanager
 def kernel_environment(wait: bool, restart: bool):
     """:func:`kernel_variables` set while the kernels of a run start (they inherit them)."""
-    new = kernel_variables(wait, restart)
+    with environment(kernel_variables(wait, restart)):
+        yield
+
+
+@contextmanager
+def environment(new: dict):
+    """The variables ``new`` set in ``os.environ`` inside the block (for the processes it starts), then restored."""
     old = {k: os.environ.get(k) for k in new}
     os.environ.update(new)
     try:

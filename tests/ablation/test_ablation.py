@@ -320,18 +320,19 @@ def test_a_removal_is_the_codes_of_the_removed_vectors_taken_out(every_basis, ki
         np.testing.assert_allclose(everything, b.offset_ + error, atol=1e-6 * np.abs(X).max())
 
 
-def test_two_ranks_give_the_ablation_csv_of_one_process(copy):
-    from helpers import bases, models
-    from helpers.pipeline import distributed, load_profile, provenance
 
-    p = load_profile("smoke", **copy.params, nproc=2)
-    net, info = models.load_model(p, train=False)
-    images, indices = models.selection(p, "ablation")
-    key = provenance.expected(p, "bases")
-    fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, key) for layer in p.layers}
-    folder = copy.data / "ablation-2-ranks"
-    ablation.sweep(net, images, p.layers, fitted, folder, dense=p.ablation_dense, indices=indices,
-                   model_id=info["id"], bases_hash=provenance.require(p, "bases")["hash"], batch_size=p.batch_size,
-                   profile=p.name, ranks=distributed.ranks(p))
+def test_two_ranks_give_the_ablation_csv_of_one_process(copy):
+    """05 run by the runner with -p nproc=2: its kernel is the driver of two gloo ranks."""
+    import shutil
+
+    from helpers import run
+
     one = (copy.data / "ablation" / "ablation.csv").read_bytes()
-    assert len(one.splitlines()) > 100 and (folder / "ablation.csv").read_bytes() == one
+    shutil.rmtree(copy.data / "ablation")
+    said = []
+    run.run("smoke", only=["05"], parameters={**copy.params, "nproc": 2}, say=said.append)
+    assert said[0] == f"plan (smoke, {copy.data}): 05_ablation"  # nproc is in no key: nothing else reruns
+    assert len(one.splitlines()) > 100 and (copy.data / "ablation" / "ablation.csv").read_bytes() == one
+    executed = (copy.data / "notebooks" / "05_ablation.ipynb").read_text()
+    assert "helpers.ablation.accuracy:sweep_rank: 2 ranks (gloo)" in executed
+    assert "helpers.ablation.accuracy:sweep_rank: 2 ranks done in" in executed

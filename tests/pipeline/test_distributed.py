@@ -2,11 +2,9 @@ import ast
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers.pipeline import distributed, load_profile
-from helpers.pipeline.settings import ROOT
 
 
 @pytest.mark.parametrize("n,batch,world", [(10, 3, 2), (320, 64, 2), (320, 64, 3), (5, 8, 2), (1000, 7, 8), (64, 64, 1)])

@@ -6,8 +6,9 @@ sample mean, go into a FAISS index; their ``(image, y, x)`` are kept beside it.
 Exact ``IndexFlatL2`` by default; ``IndexIVFFlat`` (``nlist`` lists, searched
 with ``nprobe``) for paper-scale sets, its quantiser trained on the layer's
 sample from 01 (the same distribution, available before the pass). Indexes are
-built on the CPU, saved, and moved to a GPU for search when faiss has one; an
-exact index goes to a GPU as a :class:`TorchFlat` when this faiss has none.
+built on the CPU, saved, and moved to a GPU for search when faiss has one
+(:mod:`.knn`). With ``ranks``, the images are forwarded by ``torch.distributed``
+ranks and their shards added in the one-process order.
 """
 from __future__ import annotations
 
@@ -19,15 +20,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .bases import fit as _bases  # noqa: F401  registers the bases, which an index is made from
-from .images.batches import Batches
-from .images.common import example, images_key
-from .models.running import get_device, place
-from .models.sites import sites as layer_sites
-from .models.inputs import selection
-from .models.loading import model_id
-from .pipeline import keys, provenance, store
-from .sampling import capture, forward_until
+from ..bases import fit as _bases  # noqa: F401  registers the bases, which an index is made from
+from ..images.batches import Batches
+from ..images.common import example, images_key
+from ..models.running import get_device, place
+from ..models.sites import sites as layer_sites
+from ..models.inputs import selection
+from ..models.loading import model_id
+from ..pipeline import keys, provenance, store
+from ..sampling import capture, forward_until
+from .knn import as_float32, new_index, to_device
 
 log = logging.getLogger(__name__)
 
@@ -35,161 +37,8 @@ log = logging.getLogger(__name__)
 MADE_BY = "03_index (python -m helpers.run --only 03)"
 
 
-SOURCES = ("search", "sampling", "models/registry", "models/loading", "models/families", "models/sites", "models/inputs", "images/common", "images/fashion", "images/folders", "images/batches")
-
-
-def as_float32(X, d: int | None = None, name: str = "X") -> np.ndarray:
-    """``X`` as a C-contiguous float32 matrix, checking its width against ``d``."""
-    X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d); got shape {X.shape}.")
-    if d is not None and X.shape[1] != d:
-        raise ValueError(f"{name} has {X.shape[1]} dimensions but the index has {d}; use the same layer.")
-    return X
-
-
-def new_index(d: int, kind: str = "flat", nlist: int = 1024, train=None, seed: int = 0):
-    """An empty CPU index: ``"flat"`` (exact L2) or ``"ivf"`` trained on ``train`` (n, d)."""
-    if kind == "flat":
-        return faiss.IndexFlatL2(d)
-    if kind != "ivf":
-        raise ValueError(f"index kind={kind!r} is unknown; use 'flat' (exact) or 'ivf'.")
-    if train is None or len(train) < nlist:
-        raise ValueError(f"an IVF index with nlist={nlist} needs at least {nlist} training vectors; "
-                         "lower nlist or use kind='flat'.")
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(train), size=min(len(train), 256 * nlist), replace=False))
-    index.cp.seed = seed
-    index.train(as_float32(train[rows], d, "train"))
-    return index
-
-
-class TorchFlat:
-    """Exact squared-L2 kNN in torch on a device, answering like ``faiss.IndexFlatL2``.
-
-    For a GPU when this faiss has none (:func:`to_device`). Distances are
-    ``||x||² - 2 q·x + ||q||²`` in float32, clipped at 0, over blocks of
-    ``block_size`` database rows and ``query_block`` queries, keeping a running
-    top ``k`` on the device; ties go to the smaller id and a ``k`` over
-    ``ntotal`` pads with id ``-1`` and the float32 maximum, as faiss does.
-
-    Parameters
-    ----------
-    d : int
-        The vectors' dimension.
-    device : str or torch.device
-        Where the vectors live and the search runs, e.g. ``"cuda"``.
-
-    Notes
-    -----
-    Memory on the device: the vectors (``ntotal * d * 4`` bytes) and their
-    norms, plus about ``5 * query_block * block_size`` bytes while searching
-    (one block's distances and a mask; 320 MiB by default); ``add`` copies
-    what is stored once more.
-    """
-
-    def __init__(self, d: int, device, block_size: int = 65536, query_block: int = 1024):
-        if block_size < 1 or query_block < 1:
-            raise ValueError(f"block_size={block_size} and query_block={query_block} must be >= 1; "
-                             "use the defaults (65536, 1024).")
-        self.d, self.device = int(d), torch.device(device)
-        self.block_size, self.query_block = int(block_size), int(query_block)
-        self._x = torch.empty((0, self.d), dtype=torch.float32, device=self.device)
-        self._sq = torch.empty(0, dtype=torch.float32, device=self.device)
-
-    @property
-    def ntotal(self) -> int:
-        return len(self._x)
-
-    def add(self, X) -> None:
-        """Append the rows of ``X`` (float32 ndarray of shape (n, d)); ids continue from ``ntotal``."""
-        x = torch.from_numpy(as_float32(X, self.d)).to(self.device)
-        self._x, self._sq = torch.cat([self._x, x]), torch.cat([self._sq, (x * x).sum(1)])
-
-    def reconstruct_n(self, start: int, n: int) -> np.ndarray:
-        """The stored vectors ``start`` to ``start + n``: float32 ndarray of shape (n, d)."""
-        if not (0 <= start and n >= 0 and start + n <= self.ntotal):
-            raise ValueError(f"rows start={start}, n={n} are outside the {self.ntotal} stored vectors; "
-                             f"ask within 0..{self.ntotal}.")
-        return self._x[start:start + n].cpu().numpy()
-
-    def reconstruct(self, i: int) -> np.ndarray:
-        """The stored vector ``i``: float32 ndarray of shape (d,)."""
-        return self.reconstruct_n(int(i), 1)[0]
-
-    def search(self, queries, k: int):
-        """``(distances, ids)``: float32 and int64 arrays of shape (q, k), nearest first (squared L2)."""
-        if k < 1:
-            raise ValueError(f"k={k} must be >= 1; ask for at least one neighbour.")
-        q = torch.from_numpy(as_float32(queries, self.d, "queries")).to(self.device)
-        parts = [self._search(q[i:i + self.query_block], k) for i in range(0, len(q), self.query_block)]
-        D = torch.cat([p[0] for p in parts]) if parts else torch.empty((0, k))
-        ids = torch.cat([p[1] for p in parts]) if parts else torch.empty((0, k), dtype=torch.int64)
-        D = torch.where(ids < 0, torch.finfo(torch.float32).max, D)
-        return D.cpu().numpy(), ids.cpu().numpy()
-
-    def _search(self, q, k: int):
-        best = torch.full((len(q), k), float("inf"), device=self.device)
-        best_ids = torch.full((len(q), k), -1, dtype=torch.int64, device=self.device)
-        q_sq = (q * q).sum(1, keepdim=True)
-        for start in range(0, self.ntotal, self.block_size):
-            x, sq = self._x[start:start + self.block_size], self._sq[start:start + self.block_size]
-            dist = torch.addmm(sq[None, :], q, x.T, alpha=-2).add_(q_sq).clamp_min_(0)
-            d, i = _smallest(dist, min(k, len(x)))
-            # [best, block]: ids in the first part are all smaller, so a stable sort keeps ties by id
-            d, order = torch.cat([best, d], 1).sort(dim=1, stable=True)
-            best, best_ids = d[:, :k], torch.cat([best_ids, i + start], 1).gather(1, order[:, :k])
-        return best, best_ids
-
-
-def _smallest(dist, k: int):
-    """The ``k`` smallest of each row of ``dist`` ordered by (distance, column): ``(values, columns)``."""
-    d, i = dist.topk(k, 1, largest=False)
-    kth = d.max(1, keepdim=True).values
-    tied = (dist <= kth).sum(1) > k  # more candidates at the k-th distance than topk kept: which is arbitrary
-    if tied.any():
-        rows = tied.nonzero()[:, 0]
-        d[rows], i[rows] = (t[:, :k] for t in dist[rows].sort(dim=1, stable=True))
-    i, order = i.sort(1)  # by column, then stably by distance
-    d, order2 = d.gather(1, order).sort(dim=1, stable=True)
-    return d, i.gather(1, order2)
-
-
-def _is_flat_l2(index) -> bool:
-    return isinstance(index, faiss.IndexFlat) and index.metric_type == faiss.METRIC_L2
-
-
-def to_device(index, device=None):
-    """The index where it is searched fastest: GPU 0 when faiss has a GPU and ``device`` allows (``None``:
-    a GPU when there is one); else, for a GPU ``device`` and an exact index, a :class:`TorchFlat` there.
-    An IVF index stays on the CPU when faiss has no GPU. Logs the backend."""
-    want_gpu = device is None or torch.device(device).type == "cuda"
-    if want_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        res = faiss.StandardGpuResources()
-        gpu = faiss.index_cpu_to_gpu(res, 0, index)
-        gpu.referenced_resources = res
-        log.info("faiss: %s on GPU", type(index).__name__)
-        return gpu
-    cuda = want_gpu and torch.cuda.is_available()
-    if cuda and _is_flat_l2(index):
-        device = torch.device("cuda" if device is None else device)
-        flat = TorchFlat(index.d, device)
-        flat.add(index.reconstruct_n(0, index.ntotal))
-        log.info("faiss: exact kNN in torch on %s (this faiss has no GPU)", device.type)
-        return flat
-    if cuda:
-        log.info("faiss: %s on CPU (%d threads): this faiss has no GPU, and only an exact index can go to "
-                 "torch", type(index).__name__, faiss.omp_get_max_threads())
-        return index
-    log.info("faiss: %s on CPU (%d threads)", type(index).__name__, faiss.omp_get_max_threads())
-    return index
-
-
-def search(index, queries, k: int):
-    """``(distances, ids)`` of the ``k`` nearest indexed vectors to each query (squared L2)."""
-    return index.search(as_float32(queries, index.d, "queries"), k)
-
+SOURCES = ("search/index", "search/knn", "sampling", "models/registry", "models/loading", "models/families",
+           "models/sites", "models/inputs", "images/common", "images/fashion", "images/folders", "images/batches")
 
 def choose_positions(n_images: int, hw: int, cap: int | None, seed: int) -> np.ndarray | None:
     """Sorted flat ids ``image * hw + position`` of a seeded subsample of at most ``cap``; None: all."""
@@ -258,8 +107,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     work = dict(key=key, folder=str(folder), layers=list(layers), means={k: np.asarray(v, np.float32).tolist()
                                                                            for k, v in means.items()})
     if many and not ranks.main:
-        ranks.launch("helpers.search:index_rank", **work)
-        return ranks.finished(folder, key, MADE_BY)
+        return ranks.follow("helpers.search.index:index_rank", folder, key, MADE_BY, **work)
     with store.Build(folder, key, MADE_BY, profile=profile, resumable=False, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
@@ -269,7 +117,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
                    for name, s in shapes.items()}
         locs = {name: [] for name in shapes}
         if many:
-            ranks.launch("helpers.search:index_rank", **work)
+            ranks.launch("helpers.search.index:index_rank", **work)
             parts, bad = _merge(b.partial, shapes, ranks.world)
         else:
             parts, bad = _indexed(model, dataset, indices, sites, mean, cap, seed, batch_size, num_workers, device,
@@ -291,7 +139,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
 def _indexed(model, dataset, indices, sites, mean, cap, seed, batch_size, num_workers, device, skip_bad, span):
     """``(parts, bad)``: an iterator of ``(layer, centred vectors (m, d) float32, locations (m, 3))`` per batch
     of the slots ``span = (lo, hi)``, and the list its unreadable images are appended to as it goes."""
-    from .pipeline.distributed import rank
+    from ..pipeline.distributed import rank
 
     shapes = {name: s.shape for name, s in sites.items()}
     hw = {name: int(np.prod(s[1:])) if len(s) == 3 else 1 for name, s in shapes.items()}
@@ -322,8 +170,8 @@ def index_rank(p, key: dict, folder: str, layers: list, means: dict) -> None:
     """One rank of a distributed :func:`index_activations`: its shard of the profile's eval images, written
     as ``<layer>.<rank>.npy`` (centred vectors) and ``<layer>_loc.<rank>.npy`` into the partial artifact
     for the driver to add to the index in rank order (the one-process order)."""
-    from .models.loading import load_model
-    from .pipeline import distributed
+    from ..models.loading import load_model
+    from ..pipeline import distributed
 
     device = distributed.device(p.device)
     model, info = load_model(p, train=False)
