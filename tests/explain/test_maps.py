@@ -1,7 +1,7 @@
 import numpy as np
 
 from helpers import bases, models
-from helpers.explain import explanations
+from helpers.explain import maps
 from helpers.explain.probe import probe
 from helpers.pipeline import distributed, load_profile, provenance
 
@@ -15,12 +15,12 @@ def test_unit_maps_of_two_ranks_equal_one_process(copy, tmp_path):
     encoders = [("pca", [0, 1, 2]), ("neuron", [5, 0])]
     one = np.lib.format.open_memmap(tmp_path / "one.npy", mode="w+", dtype=np.float32,
                                     shape=(5, len(indices), *_hw(net, images, indices, layer)))
-    explanations.unit_maps(net, images, indices, layer, [(fitted[b], c) for b, c in encoders], one,
+    maps.unit_maps(net, images, indices, layer, [(fitted[b], c) for b, c in encoders], one,
                            batch_size=p.batch_size)
     ranked = np.lib.format.open_memmap(tmp_path / "ranks.npy", mode="w+", dtype=np.float32, shape=one.shape)
     ranked.flush()
-    distributed.ranks(p).launch("helpers.explain.explanations:unit_maps_rank", layer=layer, encoders=encoders,
-                                scratch=str(tmp_path / "ranks.npy"), images=explanations.images_key(images, indices),
+    distributed.ranks(p).launch("helpers.explain.maps:unit_maps_rank", layer=layer, encoders=encoders,
+                                scratch=str(tmp_path / "ranks.npy"), images=maps.images_key(images, indices),
                                 model=info["id"])
     got = np.load(tmp_path / "ranks.npy")
     assert np.abs(one).sum() > 0 and np.array_equal(got, np.asarray(one))
