@@ -212,10 +212,7 @@ def sample_rank(p, key: dict, folder: str, flush_seconds: float = 30.0) -> None:
     dataset, indices = selection(p, "sample")
     indices = np.asarray(indices)
     mine = sample_key(p.layers, p.seed, images_key(dataset, indices), info["id"])
-    diffs = keys.differences(mine, key, exact=True)
-    if diffs:
-        raise ValueError(f"this rank rebuilt another sample than the driver's ({'; '.join(diffs)}): a distributed "
-                         "sample is made from the profile's own model, images and layers (ranks.p).")
+    distributed.same_key(mine, key, "sample")
     sites = layer_sites(model, p.layers, example(dataset, indices).to(device))
     _sample_slots(Path(f"{folder}.partial"), model, dataset, indices, sites, p.seed, p.skip_bad_images,
                   p.batch_size, p.num_workers, device, flush_seconds, distributed.shard(len(indices), p.batch_size))

@@ -299,10 +299,7 @@ def sweep_rank(p, key: dict, folder: str, layers: list, counts: dict) -> None:
     grid = {"counts": counts} if "counts" in key["params"] else {"dense": p.ablation_dense}
     mine = ablation_key(layers, images_key(dataset, indices), info["id"], provenance.require(p, "bases")["hash"],
                         precision=p.precision, **grid)
-    diffs = keys.differences(mine, key, exact=True)
-    if diffs:
-        raise ValueError(f"this rank rebuilt another sweep than the driver's ({'; '.join(diffs)}): a distributed "
-                         "sweep is made from the profile's own model, images and bases (ranks.p).")
+    distributed.same_key(mine, key, "sweep")
     b = store.Build(folder, key, MADE_BY, profile=p.name)  # the driver holds the lock and opened the partial
     b.reload_progress()
     kw = {"batch_size": p.batch_size, "num_workers": p.num_workers, "device": device, "precision": p.precision}

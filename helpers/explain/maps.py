@@ -13,7 +13,7 @@ from ..images.batches import Batches
 from ..images.common import example, images_key
 from ..models.running import get_device, place
 from ..models.sites import sites as layer_sites
-from ..pipeline import keys, provenance
+from ..pipeline import distributed, provenance
 from ..sampling import capture, forward_until
 from .probe import probe
 
@@ -28,7 +28,6 @@ def unit_maps(model, images, indices, layer: str, encoders, out, *, batch_size: 
     and their columns (K in all). ``span = (lo, hi)``: only the images of
     those slots (one rank's shard), into ``out[:, lo:hi]``.
     """
-    from ..pipeline.distributed import rank
 
     device = get_device(device)
     model = place(model, device)
@@ -37,7 +36,7 @@ def unit_maps(model, images, indices, layer: str, encoders, out, *, batch_size: 
     at = lo
     batches = Batches(images, indices, batch_size, num_workers, device, start=lo, stop=hi)
     with capture(model, site, stop_after=layer) as got:
-        for x, _, _ in tqdm(batches, desc=f"unit maps {layer}", leave=False, disable=rank()[0] != 0):
+        for x, _, _ in tqdm(batches, desc=f"unit maps {layer}", leave=False, disable=distributed.rank()[0] != 0):
             forward_until(model, x.to(device))
             a = got[layer].float()
             rows = a.permute(0, 2, 3, 1).reshape(-1, a.shape[1])
@@ -55,17 +54,13 @@ def unit_maps_rank(p, layer: str, encoders: list, scratch: str, images: dict, mo
     """
     from ..bases import layer_bases
     from ..models.loading import load_model
-    from ..pipeline import distributed
 
     device = distributed.device(p.device)
     net, info = load_model(p, train=False)
     probe_images, indices, _ = probe(p)
     mine = {"model": info["id"], "images": images_key(probe_images, indices)}
-    diffs = keys.differences({"inputs": mine, "code": {}}, {"inputs": {"model": model, "images": images}, "code": {}},
-                             exact=True)
-    if diffs:
-        raise ValueError(f"this rank rebuilt other unit maps than the driver's ({'; '.join(diffs)}): distributed "
-                         "unit maps are made from the profile's own model and probe images (its settings).")
+    distributed.same_key({"inputs": mine, "code": {}}, {"inputs": {"model": model, "images": images}, "code": {}},
+                         "set of unit maps")
     fitted = layer_bases(p.artifact("bases"), layer, p.bases, provenance.expected(p, "bases"))
     out = np.load(scratch, mmap_mode="r+")
     unit_maps(net, probe_images, indices, layer, [(fitted[b], cols) for b, cols in encoders], out,

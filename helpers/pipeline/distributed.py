@@ -258,6 +258,17 @@ def gather(obj) -> list:
     return out
 
 
+def same_key(mine: dict, driver: dict, what: str) -> None:
+    """Stop a rank whose rebuilt key (``mine``) is not the driver's, naming the difference; ``what`` names the
+    artifact (``"sample"``)."""
+    from .keys import differences
+
+    diffs = differences(mine, driver, exact=True)
+    if diffs:
+        raise ValueError(f"this rank rebuilt another {what} than the driver's ({'; '.join(diffs)}): a distributed "
+                         f"{what} is made from the profile's own model, images and settings (ranks.p).")
+
+
 def device(device=None) -> torch.device:
     """This rank's device: ``cuda:<local rank>`` when ``device`` is CUDA, else ``device``."""
     d = _device(device)

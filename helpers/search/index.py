@@ -181,10 +181,7 @@ def index_rank(p, key: dict, folder: str, layers: list, means: dict) -> None:
     sample = provenance.require(p, "sample")["hash"] if p.index_kind == "ivf" else None
     mine = index_key(layers, images_key(dataset, indices), info["id"], provenance.require(p, "bases")["hash"],
                      cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, seed=p.seed, sample_hash=sample)
-    diffs = keys.differences(mine, key, exact=True)
-    if diffs:
-        raise ValueError(f"this rank rebuilt another index than the driver's ({'; '.join(diffs)}): a distributed "
-                         "index is made from the profile's own model, images and bases (ranks.p).")
+    distributed.same_key(mine, key, "index")
     sites = layer_sites(model, layers, example(dataset, indices).to(device))
     mean = {k: np.asarray(v, np.float32) for k, v in means.items()}
     r = distributed.rank()[0]
