@@ -14,6 +14,20 @@ def _coerce_layers(value):
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
+def _coerce_numbers(value):
+    """``"0.01,0.05"`` (papermill's -p) or a list -> a tuple of floats; anything else as it is (refused later)."""
+    value = _coerce_layers(value)
+    if isinstance(value, tuple):
+        try:
+            return tuple(float(v) for v in value)
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+SIMILARITY = re.compile(r"pixels|dreamsim|model:\S+")
+
+
 DATASETS = ("fashion_mnist", "imagenet", "imagefolder")
 
 
@@ -89,8 +103,18 @@ RULES = {
     "formula_search": ("'beam' (the reference's) or 'optimal' (certified, max_length <= 3)",
                        lambda v: v in ("beam", "optimal")),
     "explain_all_neurons": _FLAG,
-    "bases": ("distinct names from pca, neuron, ica, nmf, sae, with pca among them, e.g. 'pca,neuron,sae'",
-              lambda v: _layers(v) and "pca" in v and set(v) <= {"pca", "neuron", "ica", "nmf", "sae"}),
+    "bases": ("distinct names from pca, neuron, ica, nmf, sae, random, with pca among them, e.g. 'pca,neuron,sae'",
+              lambda v: _layers(v) and "pca" in v and set(v) <= {"pca", "neuron", "ica", "nmf", "sae", "random"}),
+    "adjacent_repeats": ("'allow' (the paper's), 'patch' (no patch in two adjacent columns of a grid) or 'image' "
+                         "(no image in two adjacent columns)", lambda v: v in ("allow", "patch", "image")),
+    "mis_similarity": ("'pixels', 'model:<name>' (another network's penultimate features) or 'dreamsim'",
+                       lambda v: isinstance(v, str) and SIMILARITY.fullmatch(v) is not None),
+    "mis_alpha": ("a positive number, or None (0.16, published, for dreamsim; the hard choice otherwise)",
+                  lambda v: v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0)),
+    "mis_bands": ("distinct fractions in (0, 0.5], e.g. '0.01,0.05,0.2'",
+                  lambda v: isinstance(v, tuple) and len(v) > 0 and len(set(v)) == len(v)
+                  and all(isinstance(q, float) and 0 < q <= 0.5 for q in v)),
+    "mis_tasks": _POSITIVE, "mis_references": _POSITIVE,
     "ica_components": _POSITIVE, "nmf_components": _POSITIVE, "sae_latents": ("a positive integer, or None for 4·d",
                                                                         lambda v: v is None or _integer(v, 1)),
     "sae_k": _POSITIVE, "sae_epochs": _POSITIVE,
@@ -144,6 +168,10 @@ def validate(p, examples):
     if p.index_kind == "ivf" and p.nprobe > p.nlist:
         raise ValueError(f"setting nprobe={p.nprobe} is not valid with nlist={p.nlist}: an IVF index has "
                          f"nlist lists to probe; use nprobe <= {p.nlist}.")
+    if p.mis_similarity.startswith("model:") and p.mis_similarity[6:] == p.model:
+        raise ValueError(f"setting mis_similarity={p.mis_similarity!r} is the network being explained; the "
+                         "similarity must come from another one, e.g. mis_similarity='model:mini_resnet', or "
+                         "'pixels'.")
     if p.nnodes > 1 and not p.rdzv_endpoint:
         raise ValueError(f"setting nnodes={p.nnodes} needs rdzv_endpoint: 'host:port' of machine 0, the same on "
                          "every machine (e.g. rdzv_endpoint='node0:29500').")

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from .rules import _coerce_layers, validate
+from .rules import _coerce_layers, _coerce_numbers, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 """The project folder: ``data/`` and ``figures/`` live here unless overridden."""
@@ -102,11 +102,33 @@ class Profile:
         Side of a patch thumbnail in pixels.
     token_margin : float
         Context shown around a ViT token's own patch, in patches on each side.
+    adjacent_repeats : {"allow", "patch", "image"}
+        Whether a grid may show one patch in two adjacent columns: ``"allow"``
+        (the paper's nearest neighbours), ``"patch"`` (no ``(image, y, x)`` in two
+        adjacent columns: the next nearest is taken) or ``"image"`` (no image in
+        two adjacent columns). Adjacent columns that share patches make the
+        ordered grid the smoother one whatever the basis vector shows.
     n_show : int
         Basis vectors per basis shown in the per-layer figures.
     n_study : int
         Basis vectors per basis and layer in the user study (top ``n_study`` by
         variance, fewer where the layer has fewer dimensions).
+    mis_similarity : str
+        Similarity of the held-out-query machine score (06): ``"pixels"`` (the
+        patches' RMS pixel difference, negated; offline), ``"model:<name>"``
+        (cosine of the penultimate features of another network of
+        :mod:`helpers.models`, never the one explained) or ``"dreamsim"`` (the
+        ``dreamsim`` package and its weights; the paper profile's).
+    mis_alpha : float or None
+        Slope of the score's sigmoid, ``sigmoid(alpha * delta)``. ``None``: the
+        published 0.16 (fitted to human choices on DreamSim similarities) for
+        ``dreamsim``, and the hard choice (``alpha`` → ∞: the share of tasks
+        answered correctly) for the other similarities, whose scales differ.
+    mis_bands : tuple of float
+        Difficulty bands of the tasks: references and queries are drawn from the
+        top and bottom ``q`` of the codes over the eval patches, for each ``q``.
+    mis_tasks, mis_references : int, int
+        Tasks per basis vector and band (20), reference patches per side (9).
     ablation_eval : int or None
         Eval images for the ablation sweep (a seeded subset); ``None``: all ``n_eval``.
     ablation_dense : bool
@@ -147,7 +169,8 @@ class Profile:
         Explain every neuron of each layer instead of the top ``n_explain``.
     bases : tuple of str
         Bases fitted per layer (02) and used by every later step: ``pca`` (always),
-        ``neuron``, ``ica``, ``nmf``, ``sae`` (see :data:`helpers.bases.KINDS`);
+        ``neuron``, ``ica``, ``nmf``, ``sae``, ``random`` (a seeded random orthonormal
+        basis: the baseline of every yardstick; see :data:`helpers.bases.KINDS`);
         the paper's ``("pca", "neuron")`` by default.
     ica_components, nmf_components : int
         Vectors of the ICA (at most the layer's d) and of the NMF (of the post-ReLU activations).
@@ -192,8 +215,14 @@ class Profile:
     n_neighbours: int = 5
     thumb: int = 32
     token_margin: float = 0.5
+    adjacent_repeats: str = "allow"
     n_show: int = 5
     n_study: int = 16
+    mis_similarity: str = "pixels"
+    mis_alpha: float | None = None
+    mis_bands: tuple = (0.01, 0.05, 0.2)
+    mis_tasks: int = 20
+    mis_references: int = 9
     ablation_eval: int | None = 1000
     ablation_dense: bool = False
     concepts: str = "auto"
@@ -253,7 +282,7 @@ PROFILES = {
     "paper": Profile(
         name="paper", dataset="imagenet", model="alexnet", eval_split="val",
         batch_size=256, num_workers=8, pca_chunk=16384, index_cap=2_000_000, nlist=4096,
-        nprobe=32, thumb=64, ablation_eval=None, ablation_dense=True,
+        nprobe=32, thumb=64, ablation_eval=None, ablation_dense=True, mis_similarity="dreamsim",
     ),
 }
 
@@ -293,6 +322,8 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
     for k in ("layers", "broden_categories", "bases"):
         if k in changes:
             changes[k] = _coerce_layers(changes[k])
+    if "mis_bands" in changes:
+        changes["mis_bands"] = _coerce_numbers(changes["mis_bands"])
     model = changes.get("model", base.model)
     if not changes.get("layers", base.layers) and isinstance(model, str) and model.strip():
         from ..models.registry import default_layers
