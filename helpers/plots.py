@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-COLOURS = {"pca": "tab:blue", "neuron": "tab:orange", "ica": "tab:green", "nmf": "tab:purple", "sae": "tab:red"}
+COLOURS = {"pca": "tab:blue", "neuron": "tab:orange", "ica": "tab:green", "nmf": "tab:purple", "sae": "tab:red", "random": "tab:gray"}
 """One colour per basis, in every figure."""
 
 

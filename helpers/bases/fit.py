@@ -18,11 +18,13 @@ from .curves import curve_counts, explained_curve
 from .kinds import KINDS
 from .moments import StreamingMoments, _as_2d, _upload
 from .pca import NeuronBasis, PCABasis
+from .rotation import RandomBasis
 
 log = logging.getLogger(__name__)
 
 
-def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "fit bases", device=None) -> dict:
+def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "fit bases", device=None,
+              random_seed: int | None = None) -> dict:
     """Fit the paper's bases of one layer in a single pass over its sample.
 
     Parameters
@@ -35,12 +37,14 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
         Moments on the device when it is a GPU (each chunk uploaded once, its
         ReLU taken there; float64 sums); numpy's BLAS path on the CPU and for
         ``None``.
+    random_seed : int, optional
+        Also the random orthonormal basis of this seed (:class:`RandomBasis`), on the same moments.
 
     Returns
     -------
     dict
         ``pca_pre_relu``, ``neuron_pre_relu`` (sharing one set of moments) and,
-        if asked, ``pca_post_relu``.
+        if asked, ``pca_post_relu`` and ``random_pre_relu``.
 
     Notes
     -----
@@ -64,6 +68,8 @@ def fit_bases(X, post_relu: bool = True, chunk_size: int = 16384, desc: str = "f
             post.partial_fit(np.maximum(chunk, 0, out=relu[: len(chunk)]))
     pre.release(), post.release()
     bases = {"pca_pre_relu": PCABasis.from_moments(pre), "neuron_pre_relu": NeuronBasis.from_moments(pre)}
+    if random_seed is not None:
+        bases["random_pre_relu"] = RandomBasis.from_moments(pre, seed=random_seed)
     if post_relu:
         bases["pca_post_relu"] = PCABasis.from_moments(post)
     return bases
@@ -84,7 +90,8 @@ def learned_settings(p, kinds=None) -> dict:
     kinds = p.bases if kinds is None else kinds
     every = {"ica": {"n_components": p.ica_components, "seed": p.seed},
              "nmf": {"n_components": p.nmf_components, "seed": p.seed},
-             "sae": {"n_latents": p.sae_latents, "k": p.sae_k, "epochs": p.sae_epochs, "seed": p.seed}}
+             "sae": {"n_latents": p.sae_latents, "k": p.sae_k, "epochs": p.sae_epochs, "seed": p.seed},
+             "random": {"seed": p.seed}}
     return {k: every[k] for k in kinds if k in every}
 
 
@@ -113,7 +120,7 @@ def sae_batch(n: int) -> int:
 
 
 SOURCES = ("bases/_base", "bases/pca", "bases/kinds", "bases/fit", "bases/curves", "bases/moments", "bases/_factor",
-           "bases/ica", "bases/nmf", "bases/sae")
+           "bases/ica", "bases/nmf", "bases/sae", "bases/rotation")
 
 
 def bases_key(layers, sample_hash: str, kinds=("pca", "neuron"), settings: dict | None = None) -> dict:
@@ -178,7 +185,8 @@ def _default_device(device):
 def _fit_layer(folder, layer, X, relu, kinds, settings, chunk_size, device) -> None:
     device = _default_device(device)
     log.info("%s: moments %s", layer, "on " + str(device) if _gpu(device) is not None else "by numpy on the host")
-    fitted = fit_bases(X, relu, chunk_size, desc=layer, device=device)  # relu: a ReLU follows the layer
+    seed = settings["random"]["seed"] if "random" in kinds else None
+    fitted = fit_bases(X, relu, chunk_size, desc=layer, device=device, random_seed=seed)  # relu: a ReLU follows
     if not float(np.sum(fitted["pca_pre_relu"].explained_variance_)) > 0:
         raise ValueError(
             f"layer {layer!r} is constant over the sample ({len(X)} vectors, variance 0): there is "
@@ -190,7 +198,7 @@ def _fit_layer(folder, layer, X, relu, kinds, settings, chunk_size, device) -> N
     if "neuron" not in kinds:
         del fitted["neuron_pre_relu"]
     for kind in kinds:
-        if kind not in settings:
+        if kind not in settings or kind == "random":
             continue
         if KINDS[kind].relu and "pca_post_relu" not in fitted:
             log.info("%s: no %s basis, it needs the positive activations before a ReLU", layer, kind)
@@ -219,7 +227,7 @@ def _curve(basis, X, relu: bool, chunk_size: int) -> np.ndarray:
     ``(x - mean) @ W.T`` with the sample's mean) the cumulative sum of their explained-variance ratios,
     which is :func:`explained_curve` in closed form (its pass over ``X`` would cost as much as the moments
     for each); for the other bases :func:`explained_curve`'s pass."""
-    if type(basis) in (PCABasis, NeuronBasis):
+    if type(basis) in (PCABasis, NeuronBasis, RandomBasis):
         return np.cumsum(np.asarray(basis.explained_variance_ratio_, np.float64))
     return explained_curve(basis, X, relu=relu, chunk_size=chunk_size)
 
@@ -235,7 +243,7 @@ def _class(curve: str):
         from .sae import SAEBasis
 
         return SAEBasis
-    return NeuronBasis if kind == "neuron" else PCABasis
+    return {"neuron": NeuronBasis, "random": RandomBasis}.get(kind, PCABasis)
 
 
 def load_basis(bases_folder, layer: str, curve: str = "pca_pre_relu", key: dict | None = None):

@@ -33,5 +33,6 @@ KINDS = {
     "ica": Kind("ica", "ICA", "IC", signed=True),
     "nmf": Kind("nmf", "NMF", "NMF", relu=True),
     "sae": Kind("sae", "SAE", "latent"),
+    "random": Kind("random", "random", "random vector", signed=True),
 }
 """The bases a profile can fit (setting ``bases``), in display order."""

@@ -23,7 +23,7 @@ from .stimuli import FIELDS, MADE_BY
 OBSERVERS = ("human", "machine")
 
 
-BASES = ("pca", "neuron", "ica", "nmf", "sae")  # the order of helpers.bases.KINDS
+BASES = ("pca", "neuron", "ica", "nmf", "sae", "random")  # the order of helpers.bases.KINDS
 
 
 PAIR = ("pca", "neuron")
