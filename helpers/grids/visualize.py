@@ -6,7 +6,10 @@ sample on ``v``; for each target the ``k`` nearest indexed patches (L2) are
 found, and shown as a grid: columns = targets left to right, rows = neighbours.
 Any basis the same way: ``v`` its unit direction (an SAE's decoder row), ``t``
 over the range of its code less the code's mean, from the layer's pre-ReLU mean
-(NMF's directions, fitted after the ReLU, too).
+(NMF's directions, fitted after the ReLU, too). With the setting
+``adjacent_repeats`` = ``"patch"`` (``"image"``) no patch (image) is shown in two
+adjacent columns: each column, left to right, takes its ``k`` nearest patches
+absent from the column before.
 """
 from __future__ import annotations
 
@@ -125,7 +128,11 @@ class Visualizer:
         ts = [targets(info["ranges"][basis][0][c], info["ranges"][basis][1][c], m) for c in components]
         queries = np.concatenate([t[:, None] * b.components_[c][None, :] for t, c in zip(ts, components)]) \
             if components else np.zeros((0, len(b.components_[0])))
-        _, ids = search(info["index"], queries, self.p.n_neighbours)
+        if self.p.adjacent_repeats == "allow":
+            _, ids = search(info["index"], queries, self.p.n_neighbours)
+        else:
+            ids = no_adjacent_repeats(info["index"], info["loc"], queries.reshape(len(components), m, queries.shape[1]),
+                                      self.p.n_neighbours, self.p.adjacent_repeats, layer, basis)
         return [{"t": t, "locs": info["loc"][ids[j * m:(j + 1) * m]], "label": label(b, layer, basis, c),
                  "ratio": float(b.explained_variance_ratio_[c])} for j, (t, c) in enumerate(zip(ts, components))]
 
@@ -137,6 +144,54 @@ class Visualizer:
         """
         g = self.plan(layer, basis, [component])[0]
         return {"image": patch_grid(self.images, g["locs"], self.fields[layer], self.p.thumb), **g}
+
+
+def no_adjacent_repeats(index, loc, queries, k: int, mode: str, layer: str = "", basis: str = "") -> np.ndarray:
+    """Ids of the patches of grids in which no patch (``mode="patch"``) or image (``"image"``) is in two
+    adjacent columns.
+
+    ``queries`` (g, m, d): the ``m`` targets, left to right, of ``g`` grids. Column ``j`` takes the ``k``
+    nearest patches (ties as the search returns them) whose ``(image, y, x)`` (``"patch"``) or image
+    (``"image"``) is not among column ``j - 1``'s chosen ones. Searches ``2k`` neighbours (``"patch"``) or
+    ``4k`` (``"image"``) first and twice as many for a column that runs short, up to the whole index;
+    ids ``-1`` (missing neighbours of an IVF index) are skipped. Returns int64 (g * m, k), rows grid by grid.
+    """
+    if mode not in ("patch", "image"):
+        raise ValueError(f"adjacent_repeats={mode!r} is unknown; use 'allow', 'patch' or 'image'.")
+    g, m, d = queries.shape
+    total, flat = int(index.ntotal), queries.reshape(g * m, d)
+    what = (lambda i: tuple(int(v) for v in loc[i])) if mode == "patch" else (lambda i: int(loc[i][0]))
+    width = min(total, (2 if mode == "patch" else 4) * k)
+    _, found = search(index, flat, width) if g * m and width else (None, np.zeros((g * m, 0), np.int64))
+    searched = np.full(g * m, width)  # neighbours searched per query
+    rows = list(np.asarray(found, np.int64))
+    out = np.empty((g * m, k), np.int64)
+    taken = [set() for _ in range(g)]  # the patches or images of each grid's column before
+    for col in range(m):
+        pending = list(range(g))
+        while pending:
+            short = []
+            for grid in pending:
+                q = grid * m + col
+                chosen = [i for i in rows[q] if i >= 0 and what(i) not in taken[grid]][:k]
+                if len(chosen) == k:
+                    out[q] = chosen
+                elif searched[q] >= total:
+                    raise ValueError(
+                        f"{layer} {basis}: even the whole index ({total} patches) has fewer than k={k} nearest "
+                        f"patches for target {col + 1} of a grid that are not in the column before "
+                        f"(adjacent_repeats={mode!r}); use adjacent_repeats='allow' or a larger index_cap.")
+                else:
+                    short.append(grid)
+            if short:
+                qs = [grid * m + col for grid in short]
+                width = int(min(total, 2 * searched[qs].max()))
+                _, more = search(index, flat[qs], width)
+                for q, r in zip(qs, np.asarray(more, np.int64)):
+                    rows[q], searched[q] = r, width
+            pending = short
+        taken = [{what(i) for i in out[grid * m + col]} for grid in range(g)]
+    return out
 
 
 class Displayed:
@@ -165,13 +220,15 @@ def label(b, layer: str, basis: str, component: int) -> str:
 
 
 def grids_key(layers, n_grids: int, n_targets: int, n_neighbours: int, thumb: int, nprobe: int, *,
-              sample_hash: str, bases_hash: str, index_meta: dict, token_margin: float = 0.5) -> dict:
+              sample_hash: str, bases_hash: str, index_meta: dict, token_margin: float = 0.5,
+              adjacent_repeats: str = "allow") -> dict:
     """What the saved grids are made from: the grid settings and the sample, bases and index.
 
     ``nprobe`` counts only for an IVF index (a flat index ignores it).
     """
     params = {"layers": list(layers), "n_grids": n_grids, "n_targets": n_targets,
-              "n_neighbours": n_neighbours, "thumb": thumb, "token_margin": float(token_margin)}
+              "n_neighbours": n_neighbours, "thumb": thumb, "token_margin": float(token_margin),
+              "adjacent_repeats": adjacent_repeats}
     if index_meta["params"].get("kind") == "ivf":
         params["nprobe"] = nprobe
     return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_meta["hash"]}, SOURCES)
@@ -281,7 +338,7 @@ def _key(p) -> dict:
     return grids_key(p.layers, max(p.n_show, p.n_study), p.n_targets, p.n_neighbours, p.thumb, p.nprobe,
                      sample_hash=provenance.require(p, "sample")["hash"],
                      bases_hash=provenance.require(p, "bases")["hash"], index_meta=provenance.require(p, "index"),
-                     token_margin=p.token_margin)
+                     token_margin=p.token_margin, adjacent_repeats=p.adjacent_repeats)
 
 
 provenance.register("grids", _key, upstream=("sample", "bases", "index"))
