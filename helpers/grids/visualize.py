@@ -148,20 +148,25 @@ class Visualizer:
 
 def no_adjacent_repeats(index, loc, queries, k: int, mode: str, layer: str = "", basis: str = "") -> np.ndarray:
     """Ids of the patches of grids in which no patch (``mode="patch"``) or image (``"image"``) is in two
-    adjacent columns.
+    adjacent columns, or no patch is in two columns at all (``"grid"``).
 
     ``queries`` (g, m, d): the ``m`` targets, left to right, of ``g`` grids. Column ``j`` takes the ``k``
     nearest patches (ties as the search returns them) whose ``(image, y, x)`` (``"patch"``) or image
-    (``"image"``) is not among column ``j - 1``'s chosen ones. Searches ``2k`` neighbours (``"patch"``) or
-    ``4k`` (``"image"``) first and twice as many for a column that runs short, up to the whole index;
+    (``"image"``) is not among column ``j - 1``'s chosen ones, or (``"grid"``) whose ``(image, y, x)`` no
+    column before it chose. Searches ``2k`` neighbours (``"patch"``), ``4k`` (``"image"``) or ``m k``
+    (``"grid"``) first and twice as many for a column that runs short, up to the whole index;
     ids ``-1`` (missing neighbours of an IVF index) are skipped. Returns int64 (g * m, k), rows grid by grid.
+
+    With ``"patch"``, targets whose nearest patches are the same few alternate between two sets
+    (A, B, A, B, …): the ordered grid is then the rougher one. ``"grid"`` moves each column further out
+    instead.
     """
-    if mode not in ("patch", "image"):
-        raise ValueError(f"adjacent_repeats={mode!r} is unknown; use 'allow', 'patch' or 'image'.")
+    if mode not in ("patch", "image", "grid"):
+        raise ValueError(f"adjacent_repeats={mode!r} is unknown; use 'allow', 'patch', 'image' or 'grid'.")
     g, m, d = queries.shape
     total, flat = int(index.ntotal), queries.reshape(g * m, d)
-    what = (lambda i: tuple(int(v) for v in loc[i])) if mode == "patch" else (lambda i: int(loc[i][0]))
-    width = min(total, (2 if mode == "patch" else 4) * k)
+    what = (lambda i: int(loc[i][0])) if mode == "image" else (lambda i: tuple(int(v) for v in loc[i]))
+    width = min(total, {"patch": 2, "image": 4, "grid": m}[mode] * k)
     _, found = search(index, flat, width) if g * m and width else (None, np.zeros((g * m, 0), np.int64))
     searched = np.full(g * m, width)  # neighbours searched per query
     rows = list(np.asarray(found, np.int64))
@@ -179,7 +184,7 @@ def no_adjacent_repeats(index, loc, queries, k: int, mode: str, layer: str = "",
                 elif searched[q] >= total:
                     raise ValueError(
                         f"{layer} {basis}: even the whole index ({total} patches) has fewer than k={k} nearest "
-                        f"patches for target {col + 1} of a grid that are not in the column before "
+                        f"patches for target {col + 1} of a grid that are not in the columns before "
                         f"(adjacent_repeats={mode!r}); use adjacent_repeats='allow' or a larger index_cap.")
                 else:
                     short.append(grid)
@@ -190,7 +195,8 @@ def no_adjacent_repeats(index, loc, queries, k: int, mode: str, layer: str = "",
                 for q, r in zip(qs, np.asarray(more, np.int64)):
                     rows[q], searched[q] = r, width
             pending = short
-        taken = [{what(i) for i in out[grid * m + col]} for grid in range(g)]
+        taken = [(taken[grid] if mode == "grid" else set()) | {what(i) for i in out[grid * m + col]}
+                 for grid in range(g)]
     return out
 
 

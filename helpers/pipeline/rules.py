@@ -105,8 +105,9 @@ RULES = {
     "explain_all_neurons": _FLAG,
     "bases": ("distinct names from pca, neuron, ica, nmf, sae, random, with pca among them, e.g. 'pca,neuron,sae'",
               lambda v: _layers(v) and "pca" in v and set(v) <= {"pca", "neuron", "ica", "nmf", "sae", "random"}),
-    "adjacent_repeats": ("'allow' (the paper's), 'patch' (no patch in two adjacent columns of a grid) or 'image' "
-                         "(no image in two adjacent columns)", lambda v: v in ("allow", "patch", "image")),
+    "adjacent_repeats": ("'allow' (the paper's), 'patch' (no patch in two adjacent columns of a grid), 'image' "
+                         "(no image in two adjacent columns) or 'grid' (no patch in two columns of a grid)",
+                         lambda v: v in ("allow", "patch", "image", "grid")),
     "mis_similarity": ("'pixels', 'model:<name>' (another network's penultimate features) or 'dreamsim'",
                        lambda v: isinstance(v, str) and SIMILARITY.fullmatch(v) is not None),
     "mis_alpha": ("a positive number, or None (0.16, published, for dreamsim; the hard choice otherwise)",

@@ -102,12 +102,13 @@ class Profile:
         Side of a patch thumbnail in pixels.
     token_margin : float
         Context shown around a ViT token's own patch, in patches on each side.
-    adjacent_repeats : {"allow", "patch", "image"}
+    adjacent_repeats : {"allow", "patch", "image", "grid"}
         Whether a grid may show one patch in two adjacent columns: ``"allow"``
         (the paper's nearest neighbours), ``"patch"`` (no ``(image, y, x)`` in two
-        adjacent columns: the next nearest is taken) or ``"image"`` (no image in
-        two adjacent columns). Adjacent columns that share patches make the
-        ordered grid the smoother one whatever the basis vector shows.
+        adjacent columns: the next nearest is taken), ``"image"`` (no image in
+        two adjacent columns) or ``"grid"`` (no patch in two columns of a grid).
+        Adjacent columns that share patches make the ordered grid the smoother
+        one whatever the basis vector shows.
     n_show : int
         Basis vectors per basis shown in the per-layer figures.
     n_study : int
@@ -276,7 +277,7 @@ PROFILES = {
     "smoke": Profile(
         name="smoke", n_sample=320, n_eval=192, retrain=True, train_epochs=1, train_limit=1024,
         batch_size=64, pca_chunk=100, index_cap=2000, nlist=16, nprobe=4, thumb=16,
-        ablation_eval=64, n_study=4, n_probe=96, sae_epochs=2,
+        ablation_eval=64, n_study=4, n_probe=96, sae_epochs=2, mis_bands=(0.06, 0.25), mis_tasks=10,
     ),
     "quick": Profile(name="quick", n_probe=2000),
     "paper": Profile(

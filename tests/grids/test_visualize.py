@@ -138,7 +138,7 @@ def test_no_image_is_in_two_adjacent_columns_with_adjacent_repeats_image():
         assert g["locs"].shape == (12, 5, 3) and _shared(g["locs"], IMAGE) == 0
 
 
-@pytest.mark.parametrize("mode, per_image", [("patch", 4), ("image", 4), ("image", 50)])
+@pytest.mark.parametrize("mode, per_image", [("patch", 4), ("image", 4), ("image", 50), ("grid", 4)])
 def test_each_column_is_the_k_nearest_admissible_patches_by_brute_force(mode, per_image, monkeypatch):
     """Greedy, left to right: the ``k`` nearest by exact L2 whose patch (image) the column before lacks;
     with 50 patches an image (8 images) the first 20 neighbours run short and the search widens."""
@@ -147,14 +147,19 @@ def test_each_column_is_the_k_nearest_admissible_patches_by_brute_force(mode, pe
     vis = toy_visualizer(mode, per_image=per_image)
     info = vis.layer("toy")
     vectors = info["index"].reconstruct_n(0, info["index"].ntotal).astype(np.float64)
-    what, b = (PATCH if mode == "patch" else IMAGE), info["bases"]["pca"]
+    what, b = (IMAGE if mode == "image" else PATCH), info["bases"]["pca"]
     for c, g in enumerate(vis.plan("toy", "pca", range(6))):
         before = set()
         for t, col in zip(g["t"], g["locs"]):
             dist = ((vectors - t * b.components_[c]) ** 2).sum(1)
             ranked = [i for i in np.argsort(dist, kind="stable") if what(info["loc"][i]) not in before]
             np.testing.assert_array_equal(col, info["loc"][ranked[:5]])
-            before = {what(r) for r in col}
+            before = (before if mode == "grid" else set()) | {what(r) for r in col}
+    if mode == "grid":  # m k = 60 first: no patch twice in a grid
+        assert widths[0] == 60
+        assert all(len({PATCH(r) for r in g["locs"].reshape(-1, 3)}) == g["locs"].shape[0] * g["locs"].shape[1]
+                   for g in vis.plan("toy", "pca", range(6)))
+        return
     assert widths[0] == (10 if mode == "patch" else 20) and (max(widths) > 20) == (per_image == 50)
 
 
