@@ -229,6 +229,43 @@ def user_study(table, paper=None):
     return fig
 
 
+def machine_interpretability(table):
+    """Interpretability without people: each measure's mean over basis vectors per layer and basis, with its
+    95 % bootstrap interval over vectors; chance is 0.5.
+
+    ``table``: columns of ``machine_interpretability.csv`` (measure, layer, basis, n, score, ci_low, ci_high);
+    one panel per measure. With a ``weights`` column (the controls), untrained networks are drawn dashed.
+    """
+    measures = list(dict.fromkeys(table["measure"]))
+    if not measures:
+        raise ValueError("the machine-interpretability table is empty: run 06_user_study first.")
+    layers = list(dict.fromkeys(table["layer"]))
+    x = {layer: i for i, layer in enumerate(layers)}
+    weights = list(dict.fromkeys(table["weights"])) if "weights" in table else [None]
+    fig, axes = _panels(len(measures), ncols=3, size=(max(3.4, 0.55 * len(layers) + 1.6), 3.0))
+    for ax, measure in zip(axes, measures):
+        rows = table[table["measure"] == measure]
+        for basis, style in _styles(table).items():
+            for w in weights:
+                curve = rows[(rows["basis"] == basis) & ((rows["weights"] == w) if w is not None else True)]
+                if not len(curve):
+                    continue
+                xs = curve["layer"].map(x)
+                label = style["label"] if w in (None, weights[0]) else f"{style['label']}, {w}"
+                ax.plot(xs, curve["score"], marker="o", ms=3, color=style["color"], label=label,
+                        ls="--" if w == "untrained" else "-", clip_on=False)
+                ax.fill_between(xs, curve["ci_low"], curve["ci_high"], color=style["color"], alpha=0.15, lw=0)
+        ax.axhline(0.5, color="0.5", ls=":", lw=1, label="chance")
+        ax.set_title(measure, fontsize=8)
+        ax.set_xticks(range(len(layers)), layers, fontsize=7, rotation=45 if len(layers) > 6 else 0)
+        ax.set_xlim(-0.3, len(layers) - 0.7)
+        ax.set_ylim(min(0.3, float(np.nanmin(rows["ci_low"].fillna(rows["score"]))) - 0.02), 1.02)
+        ax.set_ylabel("score (95 % CI over vectors)", fontsize=7)
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def study_trial(folder, trial: dict, instruction: str):
     """Fig. 14: one study trial as a participant sees it (instruction, two grids, ↑ / ↓).
 

@@ -7,7 +7,8 @@ from . import search  # 03: the index
 from .grids import visualize  # 04: the grids
 from .ablation import accuracy  # 05: the ablation sweep
 from .study import stimuli  # 06: the study stimuli
+from .study import machine  # 06: the machine scores
 from .explain import explanations  # 08: the compositional explanations
 
-STEPS = (loading, sampling, fit, search, visualize, accuracy, stimuli, explanations)
+STEPS = (loading, sampling, fit, search, visualize, accuracy, stimuli, machine, explanations)
 """The modules that register an artifact, in the order of the notebooks."""

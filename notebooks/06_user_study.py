@@ -18,8 +18,10 @@
 # once, in an order and with top/bottom positions seeded by their code. The
 # answer key is stored apart from what participants see.
 #
-# Reads `data/<profile>/<model>/grids/`; writes `data/<profile>/<model>/stimuli/`,
-# `data/<profile>/<model>/responses/machine/pixel-smoothness.jsonl` and
+# Reads `data/<profile>/<model>/grids/` (and, for the machine scores, the sample,
+# bases and index); writes `data/<profile>/<model>/stimuli/`,
+# `data/<profile>/<model>/responses/machine/pixel-smoothness.jsonl`,
+# `data/<profile>/<model>/machine/` and
 # `figures/<profile>/<model>/fig14_study_trial.{png,pdf}`. Human answers go to
 # `data/<profile>/<model>/responses/human/<code>.jsonl` (keep them safe: they are the
 # study's data). For participants, serve the app alone with `make study`.
@@ -32,6 +34,11 @@ model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resne
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 n_study = None  # grids saved per basis and layer (the study's stimuli)
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
+mis_similarity = None  # held-out-query score: "pixels" | "model:<name>" (another network) | "dreamsim"
+mis_alpha = None  # its sigmoid's slope; None: the published 0.16 for dreamsim, the hard choice otherwise
+mis_bands = None  # difficulty bands, e.g. "0.01,0.05,0.2": tasks drawn from the top/bottom q of the codes
+mis_tasks = None  # tasks per basis vector and band
+mis_references = None  # reference patches per side of a task
 
 # %%
 from helpers import pipeline
@@ -82,6 +89,39 @@ provenance.record_outputs(p, "06_user_study", ["fig14_study_trial.png", "fig14_s
 path = observers.run(p, stimuli_key=stimuli_key)
 machine = pd.read_json(path, lines=True)
 machine.pivot_table(index="basis", columns="layer", values="correct", sort=False).round(2)
+
+# %% [markdown]
+# ## Interpretability without people
+#
+# The observer above can win by smoothness alone: a grid's adjacent columns
+# often share their nearest patches, so the ordered grid is the smoother one
+# whatever the basis vector shows. Two machine measures per studied basis
+# vector (`helpers/study/machine.py`), with the random orthonormal basis as a
+# baseline when it is fitted (`-p bases=pca,neuron,random`):
+#
+# - the same grid observer on grids drawn as the paper draws them and drawn
+#   with no patch in two adjacent columns (the next nearest one is taken);
+# - a held-out-query score (after Zimmermann, Klindt & Brendel, NeurIPS 2024):
+#   each task shows `mis_references` patches from the top and from the bottom
+#   of the vector's codes over the eval patches and asks where two held-out
+#   patches (one from each side) belong, judged by a similarity
+#   (`mis_similarity`); a vector scores the mean of `sigmoid(α Δ)` over
+#   `mis_tasks` tasks per band (`mis_bands`), 0.5 being chance.
+#
+# 07 draws them as `fig_machine_interpretability`.
+
+# %%
+from helpers.explorer import visualizer_for
+from helpers.study import machine
+
+vis = visualizer_for(p)
+meta = machine.make_machine(vis, provenance.expected(p, "machine"), profile=p.name, device=p.device)
+scores, grid_answers = machine.load_machine(p, provenance.expected(p, "machine"))
+print(f"similarity {meta['similarity']}, alpha {meta['alpha'] if meta['alpha'] is not None else 'hard choice'}")
+scores.pivot_table(index="basis", columns="layer", values="score", sort=False).round(2)
+
+# %%
+grid_answers.pivot_table(index=["grids", "basis"], columns="layer", values="correct", sort=False).round(2)
 
 # %% [markdown]
 # ## The study app

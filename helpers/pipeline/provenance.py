@@ -8,7 +8,8 @@ Each notebook makes artifacts from upstream ones::
     04_visualize grids                           <- sample, bases, index
     05_ablation ablation                         <- model, eval images, bases
     06_user_study stimuli                        <- grids
-    07_user_study_analysis                       <- stimuli (and the response logs)
+                  machine (machine scores)       <- sample, bases, index
+    07_user_study_analysis                       <- stimuli, machine (and the response logs)
     08_compositional compositional               <- model, bases, probe images and concepts, eval images
 
 Each step owns the key of what it makes: its module calls :func:`register`
@@ -46,8 +47,8 @@ STEPS = {
     "03": Step("03_index", ("index",), ("model", "bases", "sample")),
     "04": Step("04_visualize", ("grids",), ("model", "sample", "bases", "index")),
     "05": Step("05_ablation", ("ablation",), ("model", "bases")),
-    "06": Step("06_user_study", ("stimuli",), ("grids",)),
-    "07": Step("07_user_study_analysis", (), ("stimuli",)),
+    "06": Step("06_user_study", ("stimuli", "machine"), ("grids", "sample", "bases", "index")),
+    "07": Step("07_user_study_analysis", (), ("stimuli", "machine")),
     "08": Step("08_compositional", ("compositional",), ("model", "bases")),
 }
 """Each step (notebook number): the artifacts it makes and those it reads."""
