@@ -102,8 +102,9 @@ def alexnet_cache(tmp_path, monkeypatch):
     return state
 
 
-EVERY_BASIS = "pca,neuron,ica,nmf,sae"
-"""The session's smoke run fits every basis; the other stand-ins run with the default (PCA, neurons)."""
+EVERY_BASIS = "pca,neuron,ica,nmf,sae,random"
+"""The session's smoke run fits every basis, the random baseline too; the other stand-ins run with the default
+(PCA, neurons)."""
 
 
 def _papermill(nb, out, env=None, **params):

@@ -12,10 +12,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "helpers"
 
 ORDER = ("pipeline", "images", "models", "sampling", "bases", "search", "grids", "ablation", "study", "explain",
-         "explorer", "reference", "plots", "steps", "run", "verify", "site")
+         "explorer", "reference", "plots", "steps", "run", "verify", "controls", "site")
 """The layers, first to last: a module may import its own layer and those before it. ``steps`` (the
 catalogue that registers every artifact), ``run`` and ``verify`` plan across every step, so they sit above
-them; ``site`` publishes what they made."""
+them; ``controls`` runs every step for the control networks; ``site`` publishes what they made."""
 
 UPWARD = {("pipeline.settings", "models")}
 """The imports allowed to run up, and why: a profile's default layers are its model's own, and only
