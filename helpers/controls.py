@@ -5,8 +5,10 @@
 
 For each model it runs 02, 05, 06–07 and 08 (and whatever they need first: 01, 03, 04) twice, with the
 trained network and with ``<model>:untrained`` (its architecture with seeded random weights), each with
-the random orthonormal basis among the bases (``bases=<the profile's>,random``), then gathers their
-tables into ``figures/<profile>/controls/``, a column ``weights`` saying ``trained`` or ``untrained``:
+the random orthonormal basis among the bases (``bases=<the profile's>,random``), into their own folders
+``data/<profile>/controls/<model>/`` and ``figures/<profile>/controls/<model>/`` (the profile's own
+artifacts stay as they are; ``-p data_dir=... -p figures_dir=...`` puts them elsewhere), then gathers
+their tables into ``figures/<profile>/controls/``, a column ``weights`` saying ``trained`` or ``untrained``:
 
 - ``controls_explained_variance.csv`` (Fig. 5's counts), ``controls_ablation.csv`` (Fig. 6),
   ``controls_machine_interpretability.csv`` (the machine scores), ``controls_compositional.csv`` (08);
@@ -27,7 +29,7 @@ import pandas as pd
 
 from . import plots
 from .pipeline.kernels import parse_parameters
-from .pipeline.settings import SETTINGS, load_profile, slug
+from .pipeline.settings import ROOT, SETTINGS, load_profile, slug
 from .run import run
 
 STANDINS = ("mini_alexnet", "mini_resnet", "mini_vit")
@@ -59,7 +61,7 @@ def with_random(bases) -> str:
 
 
 def controls_folder(profile: str, settings: dict) -> Path:
-    """``figures/<profile>/controls`` (under ``figures_dir`` when it is set)."""
+    """Where the gathered tables go: the runs' ``figures_dir`` (``figures/<profile>/controls`` by default)."""
     p = load_profile(profile, **{k: v for k, v in settings.items() if k in SETTINGS and k != "model"})
     return p.figures_path.parent / "controls"
 
@@ -147,7 +149,8 @@ def figure(summary_table: pd.DataFrame):
 
 
 def report(profile: str, models, settings: dict) -> Path:
-    """Gather the variants' tables into the controls folder, with the summary and figures; returns the folder."""
+    """Gather the variants' tables (runs with ``settings``: its ``figures_dir`` and ``data_dir`` are theirs) into
+    the controls folder, with the summary and figures; returns the folder."""
     folder = controls_folder(profile, settings)
     folder.mkdir(parents=True, exist_ok=True)
     tables = gather(profile, models, settings)
@@ -172,6 +175,8 @@ def run_controls(profile: str = "quick", models=STANDINS, parameters: dict | Non
     if "model" in settings:
         raise ValueError("-p model=... is not a control setting; name the networks with --models.")
     settings["bases"] = with_random(settings.get("bases"))
+    settings.setdefault("data_dir", str(ROOT / "data" / profile / "controls"))
+    settings.setdefault("figures_dir", str(ROOT / "figures" / profile / "controls"))
     for model, name, weights in variants(models):
         say(f"controls: {name} ({weights})")
         run(profile, STEPS, {**settings, "model": name}, say=say)

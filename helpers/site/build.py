@@ -30,6 +30,7 @@ ASSETS = Path(__file__).with_name("assets")
 FIGURES = {"fig05_explained_variance": "Fig. 5 · explained variance",
            "fig06_ablation": "Fig. 6 · accuracy under ablation",
            "fig07_user_study": "Fig. 7 · user study (machine observer unless people took part)",
+           "fig_machine_interpretability": "Interpretability without people · grid observer and held-out queries",
            "fig_compositional_iou": "Compositional explanations · IoU per layer",
            "fig_compositional_iou_by_length": "Compositional explanations · IoU by formula length"}
 """The per-model figures on the second view, in order, with their captions."""
