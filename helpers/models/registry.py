@@ -1,6 +1,6 @@
 """Model registry: which networks there are, how each is built and loaded, and its id.
 
-A model is named three ways (``-p model=...``):
+A model is named four ways (``-p model=...``):
 
 built-in
     the stand-ins (``mini_alexnet``, ``mini_resnet``, ``mini_vit``: see
@@ -8,6 +8,12 @@ built-in
     :mod:`helpers.models.shipped`, and their id is the checkpoint's content hash) and the authors' networks with
     torchvision's named weights (``alexnet``, ``resnet18``, ``resnet50``,
     ``vit_b_16``, each ``IMAGENET1K_V1``, never ``DEFAULT``);
+``<built-in>:untrained``
+    the untrained control of a built-in (e.g. ``mini_alexnet:untrained``,
+    ``alexnet:untrained``): the same architecture with its constructor's random
+    initialisation, seeded by the profile's ``seed``, never trained and never
+    loading shipped or downloaded weights; its input and preprocessing are the
+    built-in's, its id ``<name>@sha256:<hash of the weights>``;
 ``torchvision:<name>[:<weights>]``
     any classifier of torchvision's registry (``list_models``, ``get_model``,
     ``get_weight``) with the named weights (default: the first listed, e.g.
@@ -57,9 +63,14 @@ MODELS = {
 CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
+UNTRAINED = ":untrained"
+"""The suffix that makes a built-in's name its untrained control (seeded random weights)."""
+
+
 @dataclass(frozen=True)
 class Spec:
-    """A parsed model name: ``source`` is ``"standin"``, ``"torchvision"`` or ``"callable"``."""
+    """A parsed model name: ``source`` is ``"standin"``, ``"torchvision"``, ``"untrained"`` (``target``: the
+    built-in) or ``"callable"``."""
 
     name: str
     source: str
@@ -76,12 +87,21 @@ def spec(name: str) -> Spec:
     Raises
     ------
     ValueError
-        For a name that is none of the three kinds, or an unknown torchvision model or weights.
+        For a name that is none of the four kinds, an untrained control of no built-in, or an unknown
+        torchvision model or weights.
     """
     if name in MODELS:
         m = MODELS[name]
         source = "standin" if "standin" in m else "torchvision"
         return Spec(name, source, m.get("standin") or m["torchvision"], m.get("weights"), m["channels"], m["input"])
+    if name.endswith(UNTRAINED) and not name.startswith("torchvision:"):  # before CALLABLE, which it also matches
+        base = name[:-len(UNTRAINED)]
+        if base not in MODELS:
+            raise ValueError(f"model={name!r}: untrained controls exist for the built-ins only, "
+                             f"{[f'{n}{UNTRAINED}' for n in MODELS]}; for another torchvision classifier with "
+                             "random weights use 'torchvision:<name>:none'.")
+        m = MODELS[base]
+        return Spec(name, "untrained", base, None, m["channels"], m["input"])
     if name.startswith("torchvision:"):
         from torchvision import models as tvm
 
@@ -100,7 +120,8 @@ def spec(name: str) -> Spec:
     if CALLABLE.fullmatch(name):
         return Spec(name, "callable", name)
     raise ValueError(
-        f"model={name!r} is unknown; use a built-in one of {list(MODELS)}, 'torchvision:<name>[:<weights>]' "
+        f"model={name!r} is unknown; use a built-in one of {list(MODELS)}, its untrained control "
+        f"'<built-in>{UNTRAINED}', 'torchvision:<name>[:<weights>]' "
         "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), or '<python.module>:<callable>' for your own factory.")
 
 
@@ -173,6 +194,8 @@ def architecture(name: str) -> nn.Module:
     s = spec(name)
     if s.source == "standin":
         return builder(name)().eval()
+    if s.source == "untrained":
+        return architecture(s.target)
     if s.source == "torchvision":
         from torchvision.models import get_model
 
@@ -187,10 +210,13 @@ def default_layers(name: str) -> tuple:
 
 
 def preprocessing(name: str):
-    """The preprocessing preset for image folders: the weights' own, the factory's, else ImageNet's."""
+    """The preprocessing preset for image folders: the weights' own (an untrained control: its built-in's),
+    the factory's, else ImageNet's."""
     from torchvision.models import AlexNet_Weights
 
     s = spec(name)
+    if s.source == "untrained":
+        return preprocessing(s.target)
     pre = None
     if s.source == "torchvision" and s.weights:
         pre = _weights(s).transforms()
@@ -227,6 +253,25 @@ def load_torchvision(s: Spec, seed: int = 0) -> tuple[nn.Module, dict]:
     return model.eval(), {"name": s.name, "id": f"torchvision:{w}"}
 
 
+def untrained(name: str, seed: int = 0) -> nn.Module:
+    """A new instance of a built-in's untrained control: its constructor's random weights, seeded by ``seed``
+    (the global random state is left as it was); nothing is trained, read or downloaded."""
+    s = spec(name)
+    if s.source != "untrained":
+        raise ValueError(f"model={name!r} is no untrained control; name one '<built-in>{UNTRAINED}', e.g. "
+                         f"'mini_alexnet{UNTRAINED}'.")
+    base = spec(s.target)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if base.source == "standin":
+            model = builder(base.name)()
+        else:
+            from torchvision.models import get_model
+
+            model = get_model(base.target, weights=None)
+    return model.eval()
+
+
 def weights_id(name: str, seed: int = 0) -> str:
     """The id of a model that is not trained here: its weights' name, else the hash of its weights."""
     s = spec(name)
@@ -239,5 +284,8 @@ def weights_id(name: str, seed: int = 0) -> str:
 def _load_other(s: Spec, seed: int):
     if s.source == "torchvision":
         return load_torchvision(s, seed)
+    if s.source == "untrained":
+        model = untrained(s.name, seed)
+        return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}", "weights": f"untrained (seed {seed})"}
     model, _ = _factory(s)
     return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}"}
