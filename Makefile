@@ -6,6 +6,7 @@
 # make verify    - hash every artifact of a profile: good, stale or corrupt
 # make site      - the static demo site of a profile's models (site/<profile>/index.html)
 # make demo      - the quick profile for every stand-in model (01-08; every basis for mini_alexnet), then the site
+# make controls  - every yardstick for the stand-ins trained and untrained, with a random basis (figures/<profile>/controls/)
 PYTHON   ?= python3
 VENV     ?= .venv
 PROFILE  ?= quick
@@ -21,7 +22,7 @@ FAISS    ?= cpu
 PY       := $(VENV)/bin/python
 FASHION  := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup fashion-mnist git-filter chromium figures retrain paper study site demo test lab bench verify clean
+.PHONY: setup fashion-mnist git-filter chromium figures retrain paper study site demo controls test lab bench verify clean
 
 setup: $(VENV)/.installed fashion-mnist git-filter
 
@@ -87,6 +88,11 @@ demo: setup
 	  $(PY) -m helpers.run --profile quick -p model=$$m \
 	    $$(case " $(EVERY_BASIS) " in *" $$m "*) echo "$(EVERY_BASIS_SETTINGS)";; esac) || exit 1; done
 	$(PY) -m helpers.site --profile quick
+
+# 02, 05, 06-07 and 08 (and what they need) for each stand-in (MODEL=...: that one) trained and untrained, the
+# random orthonormal basis among the bases, in data/<profile>/controls/; tables and figures in figures/<profile>/controls/
+controls: setup
+	$(PY) -m helpers.controls --profile $(PROFILE) $(if $(MODEL),--models $(MODEL),)
 
 test: setup chromium
 	$(PY) -m pytest

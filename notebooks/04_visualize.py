@@ -36,6 +36,7 @@ n_neighbours = None  # patches per point (grid rows)
 nprobe = None  # IVF: lists probed per query
 thumb = None  # patch thumbnail side (pixels)
 token_margin = None  # ViT: patches of context around a token's patch
+adjacent_repeats = None  # "allow" (the paper's) | "patch" | "image" (none in two adjacent columns) | "grid" (none twice)
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
 

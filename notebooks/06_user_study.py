@@ -34,6 +34,7 @@ model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resne
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 n_study = None  # grids saved per basis and layer (the study's stimuli)
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
+device = None  # "cuda", "cpu"; None: CUDA when available (the machine scores' search and similarity)
 mis_similarity = None  # held-out-query score: "pixels" | "model:<name>" (another network) | "dreamsim"
 mis_alpha = None  # its sigmoid's slope; None: the published 0.16 for dreamsim, the hard choice otherwise
 mis_bands = None  # difficulty bands, e.g. "0.01,0.05,0.2": tasks drawn from the top/bottom q of the codes

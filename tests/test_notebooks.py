@@ -179,11 +179,11 @@ def test_05_ablation_table_and_figure(smoke):
     assert set(zip(table.basis, table.order)) == {(b, o) for b in p.bases for o in ("descending", "ascending")}
     assert set(table[table.layer == "fc3"].basis) == set(p.bases) - {"nmf"}
     original = table[table.n_ablated == 0].top1
-    assert len(original) == 2 * (5 * len(p.layers) - 1)  # every basis, both orders
+    assert len(original) == 2 * (6 * len(p.layers) - 1)  # every basis, both orders
     assert original.nunique() == 1  # nothing ablated, whatever the basis: the same accuracy at every layer
-    complete = table[table.basis.isin(["pca", "neuron"])]
+    complete = table[table.basis.isin(["pca", "neuron", "random"])]
     full = complete[complete.n_ablated == complete.groupby("layer").n_ablated.transform("max")]
-    assert full.groupby("layer").top1.nunique().eq(1).all()  # all d PCs or neurons ablated: one accuracy
+    assert full.groupby("layer").top1.nunique().eq(1).all()  # all d of any orthonormal basis ablated: one accuracy
     sae = table[table.basis == "sae"]
     assert (sae.groupby("layer").n_ablated.max() == 4 * complete.groupby("layer").n_ablated.max()).all()
     for ext in (".png", ".pdf"):
@@ -194,7 +194,7 @@ def test_06_stimuli_machine_observer_and_trial_figure(smoke):
     p = smoke
     stimuli = pd.read_csv(p.artifact("stimuli") / "stimuli.csv")
     per_cell = stimuli.groupby(["layer", "basis"]).size()
-    assert len(per_cell) == 5 * len(p.layers) - 1 and (per_cell == p.n_study).all()  # fc3: no NMF
+    assert len(per_cell) == 6 * len(p.layers) - 1 and (per_cell == p.n_study).all()  # fc3: no NMF
     log = [json.loads(line) for line in (p.artifact("responses") / "machine" / "pixel-smoothness.jsonl").open()]
     assert sorted(r["stimulus_id"] for r in log) == sorted(stimuli.stimulus_id)
     assert {r["observer"] for r in log} == {"machine"}
@@ -216,6 +216,51 @@ def test_07_accuracy_table_tests_and_figure(smoke):
     assert list(tests.layer) == [*p.layers, "all"] and tests.test.str.startswith("McNemar").all()
     for ext in (".png", ".pdf"):
         assert p.figure("fig07_user_study").with_suffix(ext).stat().st_size > 1000
+
+
+def test_06_07_machine_scores_of_every_basis_the_random_one_too(smoke):
+    """06's machine artifact and 07's table: every studied vector of every basis, the grid observer on grids drawn
+    three ways, the held-out-query score in every band; one score recomputed from the index and the basis."""
+    from helpers.pipeline import provenance
+    from helpers.pipeline.settings import load_profile
+    from helpers.search import load_index
+    from helpers.study import machine, mis
+    from helpers.study.stimuli import _rng
+
+    p = smoke
+    scores, grid_answers = machine.load_machine(p, provenance.expected(p, "machine"))
+    cells = scores.groupby(["layer", "basis"]).size()
+    assert len(cells) == 6 * len(p.layers) - 1 and (cells == p.n_study * len(p.mis_bands)).all()
+    assert scores.score.between(0, 1).all() and scores.hard.between(0, 1).all()
+    assert set(grid_answers.grids) == {"allow", "patch", "grid"} and set(grid_answers.correct) <= {0, 0.5, 1}
+    table = pd.read_csv(p.figure("machine_interpretability.csv"))
+    assert list(table.columns) == machine.TABLE_COLUMNS and "random" in set(table.basis)
+    assert table.measure.nunique() == 3 + len(p.mis_bands) and (table.n == p.n_study).all()
+    assert ((table.ci_low <= table.score + 1e-12) & (table.score <= table.ci_high + 1e-12)).all()
+    for ext in (".png", ".pdf"):
+        assert p.figure("fig_machine_interpretability").with_suffix(ext).stat().st_size > 1000
+    # conv2's first random vector in the first band, from the stored index vectors and the basis
+    layer, basis, q = "conv2", "random", p.mis_bands[0]
+    index, loc = load_index(p.artifact("index"), layer)
+    vectors = index.reconstruct_n(0, index.ntotal).astype(np.float64)
+    b = bases.load_basis(p.artifact("bases"), layer, basis)
+    codes = vectors @ b.components_[0]  # an orthonormal basis: the code is the projection of the centred vector
+    tasks = mis.band_tasks(codes, q, p.mis_tasks, p.mis_references, _rng(p.seed, "mis", layer, basis, 0, q))
+    images = models.load_dataset(p, p.eval_split)
+    net, _ = models.load_model(p, train=False)
+    from helpers.images.common import example
+    from helpers.models.receptive import crop, receptive_fields
+
+    field = receptive_fields(net, [layer], example(images))[layer]
+    E = np.stack([crop(images.display(int(i)), field.box(int(y), int(x)), p.thumb).ravel() / 255
+                  for i, y, x in np.asarray(loc)])
+    expected = mis.score(mis.deltas(E, tasks, "rms"), None)
+    got = scores[(scores.layer == layer) & (scores.basis == basis) & (scores.component == 1) & (scores.band == q)]
+    assert got.score.iloc[0] == pytest.approx(expected, abs=1e-12)
+    # another band is another key: the artifact is refused, not reused
+    other = load_profile("smoke", **{**{k: getattr(p, k) for k in ("data_dir", "figures_dir", "bases")},
+                                     "mis_bands": "0.1,0.3"})
+    assert provenance.status(other, "machine")[0] == "stale"
 
 
 def _parse(text, concepts):
@@ -244,12 +289,12 @@ def test_08_formulas_and_ious_equal_a_recomputation_from_scratch(smoke):
     maps = [l for l in p.layers if l.startswith("conv")]
     assert list(table.layer.unique()) == maps  # fc layers have no map
     per_layer = table.groupby("layer").size()
-    assert (per_layer == 7 * p.n_study).all()  # PCs and ICs both signs; neurons, NMF components, SAE latents
+    assert (per_layer == 9 * p.n_study).all()  # PCs, ICs, random vectors both signs; neurons, NMF, SAE latents
     assert table.iou.between(0, 1).all() and (table.iou >= table.iou_length1 - 1e-12).all()
     assert table.length.between(0, p.max_length).all()
     rho = pd.read_csv(p.figure("compositional_vs_ablation.csv"))
     assert list(rho.columns[:5]) == ["layer", "basis", "n_units", "spearman_rho", "p_value"]
-    assert (rho.n_units == p.n_study).all() and len(rho) == 5 * len(maps)
+    assert (rho.n_units == p.n_study).all() and len(rho) == 6 * len(maps)
     for name in ("fig_compositional_iou", "fig_compositional_iou_by_length", "fig_compositional_examples"):
         for ext in (".png", ".pdf"):
             assert p.figure(name).with_suffix(ext).stat().st_size > 1000
