@@ -372,6 +372,8 @@ def test_all_eight_notebooks_run_for_the_other_stand_ins(model, tmp_path):
     assert set(kinds.values()) == ({"map", "vector"} if model == "mini_resnet" else {"map", "tokens", "vector"})
     answers = pd.read_csv(p.figure("user_study_accuracy.csv"))
     assert set(answers.layer) == set(p.layers)
+    scored = pd.read_csv(p.figure("machine_interpretability.csv"))  # the random baseline, though 02 did not fit it
+    assert set(scored.basis) == {"pca", "neuron", "random"} and set(scored.layer) == set(p.layers)
     explained = pd.read_csv(p.figure("compositional_explanations.csv"), keep_default_na=False)
     assert list(explained.layer.unique()) == [l for l in p.layers if kinds[l] != "vector"]
     assert (explained.iou > 0).mean() > 0.5

@@ -53,6 +53,12 @@ class RandomBasis(_Basis):
         basis.seed = seed
         return basis
 
+    @classmethod
+    def like(cls, basis, seed: int = 0):
+        """The random basis of the layer another basis of the same kind of moments was fitted on (PCA, neurons):
+        its streamed moments shared, so it equals the one 02 fits with the same ``seed``."""
+        return cls.from_moments(basis._moments, seed=seed)
+
     def _solve(self, cov):
         vectors = haar_rotation(len(cov), self.seed)
         variance = np.einsum("ij,jk,ik->i", vectors, cov, vectors)

@@ -6,9 +6,10 @@
   nearest patches, the second lost by alternation (A, B, A, B, … where few patches are near);
 - the held-out-query score (:mod:`.mis`) in each difficulty band of ``mis_bands``.
 
-The top ``n_study`` vectors of every fitted basis of every layer are scored, the random orthonormal basis
-among them when it is fitted (``bases=...,random``). Both tables are one artifact, ``machine/`` (``grids.csv``
-and ``mis.csv``), keyed by the settings, the sample, the bases and the index.
+The top ``n_study`` vectors of every fitted basis of every layer are scored, and those of the random
+orthonormal basis as the baseline (the one 02 fits with ``bases=...,random``, else the same made here from
+the PCA's moments). Both tables are one artifact, ``machine/`` (``grids.csv`` and ``mis.csv``), keyed by the
+settings, the sample, the bases and the index.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..bases.kinds import KINDS
+from ..bases.rotation import RandomBasis
 from ..grids.visualize import Displayed, patch_grid
 from ..models.receptive import crop
 from ..pipeline import keys, provenance, store
@@ -30,7 +32,8 @@ from .stimuli import _rng, shuffle_columns
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"
 
 
-SOURCES = ("study/machine", "study/mis", "study/observers", "study/stimuli", "grids/visualize", "models/receptive")
+SOURCES = ("study/machine", "study/mis", "study/observers", "study/stimuli", "grids/visualize", "models/receptive",
+           "bases/rotation")
 
 
 GRID_SETTINGS = ("allow", "patch", "grid")
@@ -42,7 +45,7 @@ def machine_key(p, *, sample_hash: str, bases_hash: str, index_hash: str) -> dic
     grids' targets), the bases and the index (the patches and their codes)."""
     params = {"layers": list(p.layers), "bases": list(p.bases), "n_study": p.n_study, "seed": p.seed,
               "n_targets": p.n_targets, "n_neighbours": p.n_neighbours, "thumb": p.thumb,
-              "token_margin": float(p.token_margin), "grid_settings": list(GRID_SETTINGS),
+              "token_margin": float(p.token_margin), "grid_settings": list(GRID_SETTINGS), "baseline": "random",
               "similarity": p.mis_similarity, "alpha": mis.alpha_for(p.mis_similarity, p.mis_alpha),
               "bands": [float(q) for q in p.mis_bands], "tasks": p.mis_tasks, "references": p.mis_references}
     return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_hash}, SOURCES)
@@ -64,6 +67,20 @@ def stored_vectors(index, chunk: int = 65536):
         yield np.asarray(index.reconstruct_n(start, min(chunk, index.ntotal - start)), np.float32)
 
 
+def with_baseline(vis, layer: str) -> dict:
+    """``vis.layer(layer)``, its bases joined by the random orthonormal baseline (seeded by the profile) when 02
+    did not fit it, with its projection ranges (one pass over the sample)."""
+    from ..grids.visualize import projection_range
+    from ..sampling import open_sample
+
+    info = vis.layer(layer)
+    if "random" not in info["bases"]:
+        info["bases"]["random"] = RandomBasis.like(info["bases"]["pca"], seed=vis.p.seed)
+        X, _ = open_sample(vis.p.artifact("sample"), layer, vis.keys.get("sample"))
+        info["ranges"]["random"] = projection_range(X, info["bases"]["random"])
+    return info
+
+
 def layer_codes(vis, layer: str, n: int) -> dict:
     """``{basis: codes}`` of the top ``min(n, K)`` vectors of each basis on every indexed patch of a layer.
 
@@ -71,7 +88,7 @@ def layer_codes(vis, layer: str, n: int) -> dict:
     sample mean it was centred with. Returns float64 arrays of shape (n_patches, min(n, K)). Memory: the
     codes, plus one chunk of vectors.
     """
-    info = vis.layer(layer)
+    info = with_baseline(vis, layer)
     bases = info["bases"]
     mean = np.asarray(bases["pca"].mean_, np.float64)
     parts = {b: [] for b in bases}
@@ -126,7 +143,7 @@ def grid_rows(vis, layer: str, settings=GRID_SETTINGS) -> list[dict]:
     for setting in settings:
         v = copy.copy(vis)  # shares the layer's index, bases and ranges
         v.p = dataclasses.replace(p, adjacent_repeats=setting)
-        for basis, b in v.layer(layer)["bases"].items():
+        for basis, b in with_baseline(v, layer)["bases"].items():
             planned = v.plan(layer, basis, range(min(p.n_study, len(b.components_))))
             shown = Displayed(v.images, np.concatenate([g["locs"][..., 0].ravel() for g in planned]), p.num_workers)
             for j, g in enumerate(planned):
@@ -157,7 +174,8 @@ def make_machine(vis, key: dict, profile: str = "", device=None) -> dict:
         for layer in tqdm(p.layers, desc="machine scores per layer"):
             if layer in done:
                 continue
-            n = sum(min(p.n_study, len(x.components_)) for x in vis.layer(layer)["bases"].values()) * len(p.mis_bands)
+            n = sum(min(p.n_study, len(x.components_)) for x in with_baseline(vis, layer)["bases"].values()) \
+                * len(p.mis_bands)
             with tqdm(total=n, desc=f"{layer}: held-out queries", leave=False) as bar:
                 scores = pd.DataFrame(mis_rows(vis, layer, embed, alpha, bar))
             grids = pd.DataFrame(grid_rows(vis, layer))

@@ -72,6 +72,9 @@ def test_fitted_saved_and_loaded_with_the_others(tmp_path):
     np.testing.assert_allclose(loaded.components_, RandomBasis(seed=5).fit(X).components_, atol=1e-9)
     with np.load(tmp_path / "bases" / "fc1_curves.npz") as f:
         assert "random_pre_relu" in f.files
+    # the baseline 06 makes when 02 did not fit it: the same basis, from the saved PCA's moments
+    like = RandomBasis.like(load_basis(tmp_path / "bases", "fc1", "pca"), seed=5)
+    np.testing.assert_array_equal(like.components_, loaded.components_)
 
 
 def test_bases_setting_takes_random():
