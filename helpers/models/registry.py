@@ -255,7 +255,11 @@ def load_torchvision(s: Spec, seed: int = 0) -> tuple[nn.Module, dict]:
 
 def untrained(name: str, seed: int = 0) -> nn.Module:
     """A new instance of a built-in's untrained control: its constructor's random weights, seeded by ``seed``
-    (the global random state is left as it was); nothing is trained, read or downloaded."""
+    (the global random state is left as it was); nothing is trained, read or downloaded.
+
+    A weight matrix its constructor leaves at zero (a ViT's head) is drawn from N(0, 0.02²) instead, as
+    the other linear layers of a transformer start: a zero layer would be constant, with nothing to explain.
+    """
     s = spec(name)
     if s.source != "untrained":
         raise ValueError(f"model={name!r} is no untrained control; name one '<built-in>{UNTRAINED}', e.g. "
@@ -269,6 +273,10 @@ def untrained(name: str, seed: int = 0) -> nn.Module:
             from torchvision.models import get_model
 
             model = get_model(base.target, weights=None)
+        with torch.no_grad():
+            for pname, w in model.named_parameters():
+                if pname.endswith("weight") and w.ndim > 1 and not w.any():
+                    w.normal_(0, 0.02)
     return model.eval()
 
 

@@ -98,3 +98,19 @@ def test_alexnet_control_builds_torchvision_alexnet_without_any_weights_file(tmp
                                                                    expected.mean, expected.std)
     assert models.default_layers("alexnet:untrained") == models.default_layers("alexnet")
     assert models.preprocessing("mini_alexnet:untrained").crop_size == models.preprocessing("mini_alexnet").crop_size
+
+
+def test_no_weight_matrix_of_a_control_is_left_at_zero():
+    """A ViT's head starts at zero in its constructor: the control draws it, so the layer is not constant."""
+    from helpers.models.registry import builder
+
+    torch.manual_seed(0)
+    plain = builder("mini_vit")()
+    zero = [n for n, w in plain.named_parameters() if n.endswith("weight") and w.ndim > 1 and not w.any()]
+    assert zero  # the constructor does leave one at zero
+    model = untrained("mini_vit:untrained", seed=0)
+    params = dict(model.named_parameters())
+    for n in zero:
+        assert params[n].any() and 0.01 < float(params[n].std()) < 0.03, n
+    torch.testing.assert_close(params[zero[0]],
+                               dict(untrained("mini_vit:untrained", seed=0).named_parameters())[zero[0]], rtol=0, atol=0)
