@@ -63,7 +63,7 @@ def with_random(bases) -> str:
 def controls_folder(profile: str, settings: dict) -> Path:
     """Where the gathered tables go: the runs' ``figures_dir`` (``figures/<profile>/controls`` by default)."""
     p = load_profile(profile, **{k: v for k, v in settings.items() if k in SETTINGS and k != "model"})
-    return p.figures_path.parent / "controls"
+    return p.figures_path.parent
 
 
 def gather(profile: str, models, settings: dict) -> dict:

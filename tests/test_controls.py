@@ -5,6 +5,7 @@ import pytest
 
 from helpers import controls
 from helpers.pipeline.settings import load_profile
+from standins import check_standin_run
 
 
 def test_with_random_and_variants():
@@ -17,22 +18,22 @@ def test_with_random_and_variants():
         controls.run_controls("smoke", ["mini_alexnet"], {"model": "mini_vit"})
 
 
-def test_untrained_network_and_random_basis_through_02_to_08(smoke):
-    """The trained run is the session's smoke run (reused: its artifacts are current); the untrained one runs
-    01-08 here. Every yardstick's table gets both networks' rows, the random basis among the bases."""
-    settings = {"data_dir": str(smoke.data_path.parent), "figures_dir": str(smoke.figures_path.parent),
-                "bases": ",".join(smoke.bases)}
-    assert "random" in smoke.bases
-    folder = controls.run_controls("smoke", ["mini_alexnet"], settings)
-    assert folder == smoke.figures_path.parent
-    untrained = load_profile("smoke", model="mini_alexnet:untrained", **settings)
-    assert untrained.data_path != smoke.data_path and not untrained.artifact("model").exists()  # nothing trained
+def test_untrained_network_and_random_basis_through_02_to_08(tmp_path):
+    """The vision transformer (shipped weights) and its untrained control through 01-08 on smoke, the random
+    basis among the bases: every yardstick's table gets both networks' rows and the random basis'."""
+    settings = {"data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures"), "retrain": False}
+    folder = controls.run_controls("smoke", ["mini_vit"], settings)
+    assert folder == tmp_path / "figures"
+    trained = load_profile("smoke", model="mini_vit", bases="pca,neuron,random", **settings)
+    untrained = load_profile("smoke", model="mini_vit:untrained", bases="pca,neuron,random", **settings)
+    check_standin_run(trained, {"pca", "neuron", "random"})
+    assert untrained.data_path != trained.data_path and not untrained.artifact("model").exists()  # nothing trained
     for name in controls.TABLES:
         table = pd.read_csv(folder / f"controls_{name}.csv")
         assert set(table.weights) == {"trained", "untrained"}, name
-        assert set(table.model) == {"mini_alexnet"}
+        assert set(table.model) == {"mini_vit"}
         basis = table.curve.str.split("_").str[0] if name == "explained_variance" else table.basis
-        assert "random" in set(basis[table.weights == "untrained"]), name
+        assert {"pca", "neuron", "random"} <= set(basis[table.weights == "untrained"]), name
     # the untrained rows are the untrained run's own tables, not copies of the trained one's
     ablation = pd.read_csv(folder / "controls_ablation.csv")
     own = pd.read_csv(untrained.figure("ablation.csv"))
@@ -47,14 +48,19 @@ def test_untrained_network_and_random_basis_through_02_to_08(smoke):
     assert {"vectors for 80 % of variance (share of d)", "top-1 drop, top 10 % of vectors ablated",
             "compositional IoU (mean over units)"} <= yardsticks
     assert any(y.startswith("held-out queries") for y in yardsticks)
-    assert any(y.startswith("grid observer (adjacent repeats: patch)") for y in yardsticks)
+    assert any(y.startswith("grid observer (adjacent repeats: grid)") for y in yardsticks)
     machine = summary[summary.yardstick.str.startswith(("held", "grid"))]
     assert machine.value.between(0, 1).all()
-    for combo in (("trained", "random"), ("untrained", "random"), ("untrained", "pca"), ("untrained", "neuron")):
-        assert ((summary.weights == combo[0]) & (summary.basis == combo[1])).any(), combo
-    for name in ("fig_controls", "fig_controls_machine_mini_alexnet"):
+    for weights in ("trained", "untrained"):
+        for basis in ("pca", "neuron", "random"):
+            assert ((summary.weights == weights) & (summary.basis == basis)).sum() == len(yardsticks), (weights, basis)
+    for name in ("fig_controls", "fig_controls_machine_mini_vit"):
         for ext in (".png", ".pdf"):
             assert (folder / f"{name}{ext}").stat().st_size > 1000
+    # a second call reuses every artifact: only the report is rewritten, with the same numbers
+    before = summary.copy()
+    controls.report("smoke", ["mini_vit"], {**settings, "bases": "pca,neuron,random"})
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "controls_summary.csv"), before)
 
 
 def test_summary_numbers_are_the_tables_means():
