@@ -30,7 +30,7 @@ import pandas as pd
 from . import plots
 from .pipeline.kernels import parse_parameters
 from .pipeline.settings import ROOT, SETTINGS, load_profile, slug
-from .run import run
+from .run import exit_code, run
 
 STANDINS = ("mini_alexnet", "mini_resnet", "mini_vit")
 
@@ -193,13 +193,8 @@ def main(argv=None) -> int:
     parser.add_argument("-p", "--parameter", action="append", metavar="KEY=VALUE", default=[],
                         help="a setting for every run, repeatable (e.g. -p seed=1)")
     args = parser.parse_args(argv)
-    try:
-        run_controls(args.profile, [m.strip() for m in args.models.split(",") if m.strip()],
-                     parse_parameters(args.parameter))
-    except (RuntimeError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    return exit_code(lambda: run_controls(args.profile, models, parse_parameters(args.parameter)))
 
 
 if __name__ == "__main__":

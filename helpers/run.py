@@ -198,9 +198,15 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true",
                         help="discard unfinished (.partial) work of the steps that run, instead of resuming it")
     args = parser.parse_args(argv)
+    return exit_code(lambda: run(args.profile, args.only, parse_parameters(args.parameter), wait=not args.no_wait,
+                                 restart=args.restart))
+
+
+def exit_code(call) -> int:
+    """0 once ``call()`` returns; 1 after printing, as one line, an error a user can act on (a bad setting, missing
+    data, a failed notebook)."""
     try:
-        run(args.profile, args.only, parse_parameters(args.parameter), wait=not args.no_wait,
-                      restart=args.restart)
+        call()
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -82,3 +82,10 @@ def test_summary_numbers_are_the_tables_means():
     drop = out[out.yardstick.str.startswith("top-1")].value.iloc[0]
     # a: top 10 % of 10 = 1 vector -> 0.9 - 0.8; b: 2 of 20 -> 0.9 - 0.8
     assert drop == pytest.approx(np.mean([0.1, 0.1]))
+
+
+def test_command_line_errors_are_one_line(capsys):
+    assert controls.main(["--profile", "smoke", "-p", "model=mini_vit"]) == 1
+    assert capsys.readouterr().err.strip() == "error: -p model=... is not a control setting; name the networks with --models."
+    assert controls.main(["--profile", "smoke", "--models", "mini_alexnet", "-p", "mis_bands=0.9"]) == 1
+    assert "mis_bands" in capsys.readouterr().err
