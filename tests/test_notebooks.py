@@ -88,7 +88,8 @@ def test_01_02_sample_and_explained_variance(smoke):
     table = pd.read_csv(p.figure("explained_variance_counts.csv"))
     assert list(table.columns) == ["layer", "d", "curve", "k80", "k99", "n_vectors"]
     assert list(table.layer.unique()) == list(p.layers)
-    every = {"pca_pre_relu", "pca_post_relu", "neuron_pre_relu", "ica_pre_relu", "nmf_post_relu", "sae_pre_relu"}
+    every = {"pca_pre_relu", "pca_post_relu", "neuron_pre_relu", "ica_pre_relu", "nmf_post_relu", "sae_pre_relu",
+             "random_pre_relu"}
     assert set(table[table.layer == "conv1"].curve) == every
     assert set(table[table.layer == "fc3"].curve) == every - {"pca_post_relu", "nmf_post_relu"}  # no ReLU
     reached = table.dropna()
@@ -98,7 +99,7 @@ def test_01_02_sample_and_explained_variance(smoke):
     # the generalised curve of the PCs is their cumulative explained-variance ratio
     for layer in p.layers:
         with np.load(p.artifact("bases") / f"{layer}_curves.npz") as curves:
-            for curve in ("pca_pre_relu", "neuron_pre_relu"):
+            for curve in ("pca_pre_relu", "neuron_pre_relu", "random_pre_relu"):
                 ratio = bases.load_basis(p.artifact("bases"), layer, curve).explained_variance_ratio_
                 np.testing.assert_allclose(curves[curve], np.cumsum(ratio), atol=1e-6)
     # PCs concentrate the variance: never more PCs than neurons are needed for 80 %
