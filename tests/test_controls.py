@@ -21,7 +21,9 @@ def test_with_random_and_variants():
 def test_untrained_network_and_random_basis_through_02_to_08(tmp_path):
     """The vision transformer (shipped weights) and its untrained control through 01-08 on smoke, the random
     basis among the bases: every yardstick's table gets both networks' rows and the random basis'."""
-    settings = {"data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures"), "retrain": False}
+    layers = "conv_proj,encoder.layers.encoder_layer_1.mlp.3,encoder.layers.encoder_layer_3.self_attention,heads.head"
+    settings = {"data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures"), "retrain": False,
+                "layers": layers}  # a patch map, tokens of both kinds of site, the head's vector
     folder = controls.run_controls("smoke", ["mini_vit"], settings)
     assert folder == tmp_path / "figures"
     trained = load_profile("smoke", model="mini_vit", bases="pca,neuron,random", **settings)

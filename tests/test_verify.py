@@ -24,5 +24,5 @@ def test_verify_says_good_for_a_finished_run(smoke, capsys):
     assert verify.main(["--profile", "smoke", "-p", f"data_dir={smoke.data_path.parent}",
                         "-p", f"bases={','.join(smoke.bases)}"]) == 0
     out = capsys.readouterr().out
-    assert out.count(" good ") == 8, out
+    assert out.count(" good ") == 9, out
     assert "compositional good" in out
