@@ -129,7 +129,8 @@ def figure(summary_table: pd.DataFrame):
     styles = plots._styles(summary_table)
     ncols = min(3, len(yardsticks))
     nrows = math.ceil(len(yardsticks) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(0.9 * len(groups) + 3, 2.9 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * max(3.4, 0.8 * len(groups) + 0.8), 3.1 * nrows),
+                             squeeze=False)
     width = 0.8 / max(1, len(styles))
     for ax, yardstick in zip(axes.flat, yardsticks):
         rows = summary_table[summary_table.yardstick == yardstick]
@@ -140,7 +141,7 @@ def figure(summary_table: pd.DataFrame):
         if "score" in yardstick or "observer" in yardstick or "queries" in yardstick:
             ax.axhline(0.5, color="0.5", ls=":", lw=1)
         ax.set_title(yardstick, fontsize=8)
-        ax.set_xticks(range(len(groups)), [f"{m}\n{w}" for m, w in groups], fontsize=6)
+        ax.set_xticks(range(len(groups)), [f"{m}\n{w}" for m, w in groups], fontsize=6, rotation=30, ha="right")
     for ax in axes.flat[len(yardsticks):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=6)
