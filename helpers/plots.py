@@ -56,7 +56,7 @@ def _panels(n: int, ncols: int = 4, size=(3.2, 2.8)):
     return fig, axes.flat
 
 
-def explained_variance(curves: dict, thresholds=(0.8, 0.99)):
+def explained_variance(curves: dict, thresholds=(0.8, 0.99), published=None):
     """Fig. 5: variance explained by the top k basis vectors vs k, every basis in one panel per layer.
 
     Parameters
@@ -68,13 +68,19 @@ def explained_variance(curves: dict, thresholds=(0.8, 0.99)):
         ``<basis>_<pre|post>_relu``.
     thresholds : tuple of float
         Levels whose counts are marked and labelled.
+    published : DataFrame, optional
+        :func:`helpers.reference.explained_variance`: the paper's curves, drawn
+        beside the reproduced ones of the layers both have (:mod:`helpers.published`).
     """
     from .bases.curves import curve_counts
+    from .published import EXPLAINED_VARIANCE_CAPTION, draw_explained_variance
 
     fig, axes = _panels(len(curves))
+    drawn = 0
     for ax, (layer, found) in zip(axes, curves.items()):
+        styles = {curve: curve_style(curve) for curve in found}
         for curve, values in found.items():
-            style = curve_style(curve)
+            style = styles[curve]
             k = np.arange(1, len(values) + 1)
             ax.plot(k, values, **style)
             ks = [kk for kk in curve_counts(values, thresholds) if kk is not None]
@@ -82,6 +88,8 @@ def explained_variance(curves: dict, thresholds=(0.8, 0.99)):
             for kk in ks:
                 ax.annotate(str(kk), (kk, values[kk - 1]), textcoords="offset points", xytext=(3, -9),
                             fontsize=7, color=style["color"])
+        if published is not None:
+            drawn += draw_explained_variance(ax, published[published["layer"] == layer], styles)
         for t in thresholds:
             ax.axhline(t, color="0.8", lw=0.7, zorder=0)
         ax.set_title(_title(layer, len(found["pca_pre_relu"])), fontsize=9)
@@ -91,6 +99,8 @@ def explained_variance(curves: dict, thresholds=(0.8, 0.99)):
         ax.set_ylabel("variance explained by the top k")
     axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    if drawn:
+        _caption(fig, EXPLAINED_VARIANCE_CAPTION)
     return fig
 
 
@@ -141,34 +151,48 @@ def toy_distance_vs_activation(toy: dict):
     return fig
 
 
-def ablation(table):
+def ablation(table, published=None):
     """Fig. 6: top-1 accuracy vs number of ablated basis vectors, one panel per layer.
 
     ``table`` has the columns of ``ablation.csv`` (layer, basis, order,
     n_ablated, top1). The x axis is linear up to 16 and logarithmic beyond.
+    ``published`` (:func:`helpers.reference.ablation`): the paper's curves,
+    drawn through their stored vertices beside the reproduced ones of the
+    layers both have (:mod:`helpers.published`), with a caption.
     """
+    from .published import ABLATION_CAPTION, draw_ablation
+
     layers = list(dict.fromkeys(table["layer"]))
     fig, axes = _panels(len(layers))
+    drawn = 0
     for ax, layer in zip(axes, layers):
         rows = table[table["layer"] == layer]
         original = rows[rows["n_ablated"] == 0]["top1"].iloc[0]
+        styles = {}
         for order in ("descending", "ascending"):
             for basis in dict.fromkeys(rows["basis"]):
                 curve = rows[(rows["basis"] == basis) & (rows["order"] == order)].sort_values("n_ablated")
-                ax.plot(curve["n_ablated"], curve["top1"], color=COLOURS.get(basis, "0.3"),
-                        ls="-" if order == "descending" else "--", label=f"{_label(basis)}, {order}")
-        ax.axhline(original, color="0.4", ls=":", label="original accuracy")
+                styles[basis, order] = dict(color=COLOURS.get(basis, "0.3"), ls="-" if order == "descending" else "--",
+                                            label=f"{_label(basis)}, {order}")
+                ax.plot(curve["n_ablated"], curve["top1"], **styles[basis, order])
+        shown = published[published["layer"] == layer] if published is not None else None
+        if shown is not None:
+            drawn += draw_ablation(ax, shown, styles)
+            original = max(original, float(shown["top1"].max()) if len(shown) else 0)
+        ax.axhline(rows[rows["n_ablated"] == 0]["top1"].iloc[0], color="0.4", ls=":", label="original accuracy")
         most = int(rows["n_ablated"].max())
         pcs = rows[rows["basis"] == "pca"]["n_ablated"]
         d = int(pcs.max()) if len(pcs) else most
         ax.set_xscale("symlog", linthresh=min(16, most))
         ax.set_xlim(0, most)
-        ax.set_ylim(0, min(1, original * 1.15))
+        ax.set_ylim(0, min(1, max(original, 0.01) * 1.15))
         ax.set_title(_title(layer, d), fontsize=9)
         ax.set_xlabel("number of ablated basis vectors")
         ax.set_ylabel("top-1 accuracy")
     axes[0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
+    if drawn:
+        _caption(fig, ABLATION_CAPTION)
     return fig
 
 
@@ -181,7 +205,7 @@ def _styles(table) -> dict:
     return {b: dict(color=COLOURS.get(b, "0.3"), label=_label(b)) for b in order}
 
 
-def user_study(table, paper=None):
+def user_study(table, published=None):
     """Fig. 7: user-study accuracy per layer and basis (PCA vs neurons in the paper), ± one standard error.
 
     Parameters
@@ -189,10 +213,12 @@ def user_study(table, paper=None):
     table : DataFrame
         Columns of ``user_study_accuracy.csv`` (observer, layer, basis, n,
         accuracy, sem); one panel per observer, layers in table order.
-    paper : dict, optional
-        ``{layer: (pca, neuron)}`` published mean accuracies, drawn dotted on
-        every panel for the layers the table has.
+    published : DataFrame or dict, optional
+        :func:`helpers.reference.user_study` (or ``{layer: (pca, neuron)}``
+        accuracies): the paper's points, dashed, ± their standard error, on
+        every panel for the layers the table has (:mod:`helpers.published`).
     """
+    from .published import draw_user_study
     from .reference import USER_STUDY_PARTICIPANTS
 
     observers = list(dict.fromkeys(table["observer"]))
@@ -210,12 +236,8 @@ def user_study(table, paper=None):
             ax.plot(xs, acc, marker="o", ms=4, clip_on=False, **style)
             ax.fill_between(xs, (acc - sem).clip(0, 1), (acc + sem).clip(0, 1), color=style["color"], alpha=0.2,
                             lw=0)
-            if paper and basis in ("pca", "neuron"):
-                shown = [layer for layer in layers if layer in paper]
-                column = 0 if basis == "pca" else 1  # paper[layer] is (pca, neuron)
-                ax.plot([x[layer] for layer in shown], [paper[layer][column] for layer in shown],
-                        color=style["color"], ls=":", marker="s", ms=3, clip_on=False,
-                        label=f"{style['label']}, paper ({USER_STUDY_PARTICIPANTS} participants)")
+        if published is not None:
+            draw_user_study(ax, published, x, _styles(table), USER_STUDY_PARTICIPANTS)
         ax.axhline(0.5, color="0.5", ls=":", lw=1, label="chance")
         n = int(rows["n"].max())
         ax.set_title(f"{observer} ({n} {'participants' if observer == 'human' else 'stimuli per cell'})")

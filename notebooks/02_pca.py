@@ -22,7 +22,8 @@
 #
 # Reads `data/<profile>/<model>/sample/`; writes `data/<profile>/<model>/bases/`,
 # `figures/<profile>/<model>/fig05_explained_variance.{png,pdf}` and
-# `figures/<profile>/<model>/explained_variance_counts.csv`.
+# `figures/<profile>/<model>/explained_variance_counts.csv` (on the paper profile also
+# `explained_variance_vs_published.csv`).
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
@@ -60,15 +61,29 @@ p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("explained_variance_counts.csv"), index=False)
 table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.layers)].astype("Int64")
 
+# %% [markdown]
+# On the paper profile the figure draws the published curves beside the reproduced ones (dotted; PCA
+# post-ReLU dash-dot), and `explained_variance_vs_published.csv` compares them: the reproduced
+# curve at every k where the published figure has a point, and the 80 %/99 % counts.
+
 # %%
-fig = plots.explained_variance(curves)
+published = reference.explained_variance() if reference.applies(p.model) else None
+fig = plots.explained_variance(curves, published=published)
 plots.save(fig, p.figure("fig05_explained_variance"))
-provenance.record_outputs(p, "02_pca", ["fig05_explained_variance.png", "fig05_explained_variance.pdf",
-                                        "explained_variance_counts.csv"], ["bases"])
+outputs = ["fig05_explained_variance.png", "fig05_explained_variance.pdf", "explained_variance_counts.csv"]
+if published is not None:
+    differences = reference.explained_variance_vs_published(curves, table, published)
+    differences.to_csv(p.figure("explained_variance_vs_published.csv"), index=False)
+    outputs.append("explained_variance_vs_published.csv")
+provenance.record_outputs(p, "02_pca", outputs, ["bases"])
 
 # %% [markdown]
-# On the paper profile, the reproduced counts beside the paper's (Fig. 5 labels):
+# On the paper profile, the reproduced counts beside the paper's. The labels printed on Fig. 5
+# (`paper_printed_k80`, `paper_printed_k99`) are positions on its x axis, which counts from 0:
+# the paper's number of vectors is one more (`paper_k80`, `paper_k99`, comparable to `k80`, `k99`).
 
 # %%
 if reference.applies(p.model):
+    variance = differences[differences.measure == "variance"]
+    print(reference.summary(variance, "Fig. 5 vs published (variance explained at the published k)"))
     display(reference.counts_beside_paper(table))

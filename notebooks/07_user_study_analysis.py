@@ -25,7 +25,7 @@
 # `data/<profile>/<model>/responses/{human,machine}/`; writes
 # `figures/<profile>/<model>/user_study_accuracy.csv`, `user_study_tests.csv`,
 # `machine_interpretability.csv` and `fig07_user_study.{png,pdf}`,
-# `fig_machine_interpretability.{png,pdf}`. Every log line is checked against the stimuli
+# `fig_machine_interpretability.{png,pdf}` (on the paper profile also `user_study_vs_published.csv`). Every log line is checked against the stimuli
 # first: a malformed, inconsistent or stale log stops the notebook with the
 # file, the line and the fix.
 
@@ -98,22 +98,29 @@ tests
 # ## Fig. 7
 #
 # One panel per observer; the shaded band is ± one standard error and the
-# dotted line chance. On the paper profile the published means (22
-# participants) are drawn dotted beside the reproduced ones.
+# dotted line chance. On the paper profile the published accuracies (22
+# participants, correct answers of 352 trials) are drawn dashed beside the
+# reproduced ones with their standard errors, and `user_study_vs_published.csv`
+# sets them side by side.
 
 # %%
-paper = reference.USER_STUDY_ACCURACY if reference.applies(p.model) else None
+published = reference.user_study() if reference.applies(p.model) else None
 if len(table):
-    fig = plots.user_study(table, paper=paper)
+    fig = plots.user_study(table, published=published)
     plots.save(fig, p.figure("fig07_user_study"))
-    provenance.record_outputs(p, "07_user_study_analysis", ["fig07_user_study.png", "fig07_user_study.pdf"],
-                              ["stimuli"])
+    outputs = ["fig07_user_study.png", "fig07_user_study.pdf"]
+    if published is not None:
+        differences = reference.user_study_vs_published(table, published)
+        differences.to_csv(p.figure("user_study_vs_published.csv"), index=False)
+        outputs.append("user_study_vs_published.csv")
+        print(reference.summary(differences, "Fig. 7 vs published (accuracy per observer, layer and basis)"))
+    provenance.record_outputs(p, "07_user_study_analysis", outputs, ["stimuli"])
 else:
     print("No responses yet: nothing to plot.")
 
 # %%
-if reference.applies(p.model):
-    print(reference.user_study_beside_paper(table).to_string(index=False))
+if published is not None and len(table):
+    print(differences.to_string(index=False))
 
 # %% [markdown]
 # ## Interpretability without people

@@ -327,17 +327,16 @@ def test_incomplete_sessions_are_flagged_and_left_out_with_a_warning(study):
 
 # -- figure and paper ---------------------------------------------------------------
 
-def test_figure_writes_png_and_pdf_with_the_paper_line(study, tmp_path):
+def test_figure_writes_png_and_pdf_with_the_published_line(study, tmp_path):
     table = analysis.accuracy_table(load(study)[0])
-    paper = {"conv2": (0.93, 0.82), "fc1": (0.88, 0.71)}
-    fig = plots.user_study(table, paper=paper)
+    fig = plots.user_study(table, published=reference.user_study())
     assert [ax.get_title().split()[0] for ax in fig.axes] == ["machine", "human"]
     labels = [line.get_label() for line in fig.axes[1].lines]
-    assert "PCA, paper (22 participants)" in labels and "neurons, paper (22 participants)" in labels
+    assert "PCA, published (22 participants)" in labels and "neurons, published (22 participants)" in labels
     paths = plots.save(fig, tmp_path / "figs" / "fig07_user_study")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 1000 for p in paths)
     plain = plots.user_study(table)
-    assert not any("paper" in line.get_label() for ax in plain.axes for line in ax.lines)
+    assert not any("published" in line.get_label() for ax in plain.axes for line in ax.lines)
 
 
 def test_beside_paper_adds_the_published_means():
