@@ -98,10 +98,16 @@ def spec(name: str) -> Spec:
         base = name[:-len(UNTRAINED)]
         if base not in MODELS:
             raise ValueError(f"model={name!r}: untrained controls exist for the built-ins only, "
-                             f"{[f'{n}{UNTRAINED}' for n in MODELS]}; for another torchvision classifier with "
-                             "random weights use 'torchvision:<name>:none'.")
+                             f"{[f'{n}{UNTRAINED}' for n in MODELS]}{_close(base, UNTRAINED)}; for another "
+                             "torchvision classifier with random weights use 'torchvision:<name>:none'.")
         m = MODELS[base]
         return Spec(name, "untrained", base, None, m["channels"], m["input"])
+    base, colon, suffix = name.partition(":")
+    if colon and base in MODELS:  # a built-in with a suffix other than :untrained (before CALLABLE, which matches)
+        hint = f"did you mean {base + UNTRAINED!r} (its untrained control)"
+        if "torchvision" in MODELS[base]:
+            hint += f", or 'torchvision:{MODELS[base]['torchvision']}:{suffix}' for other weights of torchvision's"
+        raise ValueError(f"model={name!r}: {base} is a built-in, whose only suffix is {UNTRAINED!r}; {hint}?")
     if name.startswith("torchvision:"):
         from torchvision import models as tvm
 
@@ -120,9 +126,17 @@ def spec(name: str) -> Spec:
     if CALLABLE.fullmatch(name):
         return Spec(name, "callable", name)
     raise ValueError(
-        f"model={name!r} is unknown; use a built-in one of {list(MODELS)}, its untrained control "
+        f"model={name!r} is unknown{_close(name)}; use a built-in one of {list(MODELS)}, its untrained control "
         f"'<built-in>{UNTRAINED}', 'torchvision:<name>[:<weights>]' "
         "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), or '<python.module>:<callable>' for your own factory.")
+
+
+def _close(name: str, suffix: str = "") -> str:
+    """``" (close: 'mini_alexnet')"`` for a misspelt built-in's name, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(MODELS), n=3, cutoff=0.7)
+    return f" (close: {', '.join(repr(c + suffix) for c in close)})" if close else ""
 
 
 def is_trained_here(name: str) -> bool:

@@ -15,7 +15,10 @@ def _coerce_layers(value):
 
 
 def _coerce_numbers(value):
-    """``"0.01,0.05"`` (papermill's -p) or a list -> a tuple of floats; anything else as it is (refused later)."""
+    """``"0.01,0.05"`` (papermill's -p), one number (``-p mis_bands=0.2``) or a list -> a tuple of floats;
+    anything else as it is (refused later)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = (value,)
     value = _coerce_layers(value)
     if isinstance(value, tuple):
         try:
@@ -134,7 +137,8 @@ RULES = {
 def validate(p, examples):
     """Check every setting of profile ``p`` (type, range, combinations that cannot work); return ``p``.
 
-    ``examples`` (a profile) supplies the valid value each error suggests.
+    ``examples`` (the built-in profile ``p`` starts from) supplies the valid value each error suggests,
+    named as that profile's default.
 
     Raises
     ------
@@ -145,7 +149,8 @@ def validate(p, examples):
         value = getattr(p, name)
         if not test(value):
             example = getattr(examples, name)
-            hint = f" (the quick profile uses {name}={example!r})" if example is not None and name != "layers" else ""
+            hint = (f" (the {examples.name} profile's default is {name}={example!r})"
+                    if example is not None and name != "layers" else "")
             raise ValueError(f"setting {name}={value!r} is not valid: expected {valid}{hint}.")
     if p.dataset == "fashion_mnist":
         for name in ("sample_split", "eval_split"):
@@ -153,9 +158,6 @@ def validate(p, examples):
                 raise ValueError(
                     f"setting {name}={getattr(p, name)!r} is not a Fashion-MNIST split: it has "
                     f"{FASHION_SPLITS} (e.g. {name}='{'train' if name == 'sample_split' else 'test'}').")
-    if p.concepts == "broden" and not p.broden_root:
-        raise ValueError("setting concepts='broden' needs broden_root: the Broden folder (with index.csv, "
-                         "label.csv and images/), e.g. broden_root='/data/broden1_224'.")
     if p.concepts == "fashion" and p.dataset != "fashion_mnist":
         raise ValueError(f"setting concepts='fashion' annotates Fashion-MNIST images, but dataset={p.dataset!r}; "
                          "use concepts='broden' with broden_root, or dataset='fashion_mnist'.")

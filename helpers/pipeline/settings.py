@@ -333,7 +333,7 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
     for k in ("data_dir", "figures_dir", "data_root", "broden_root"):
         if isinstance(changes.get(k), PurePath):
             changes[k] = str(changes[k])
-    return validate(dataclasses.replace(base, **changes), PROFILES["quick"])
+    return validate(dataclasses.replace(base, **changes), PROFILES.get(base.name, PROFILES["quick"]))
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")

@@ -58,6 +58,21 @@ def test_every_setting_is_checked_with_its_valid_range(setting, value, expect):
         load_profile("smoke", **{setting: value})
 
 
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_a_refusal_names_the_profile_in_use_and_its_default(profile):
+    default = load_profile(profile).n_targets
+    with pytest.raises(ValueError) as e:
+        load_profile(profile, n_targets=0)
+    assert str(e.value).endswith(f"(the {profile} profile's default is n_targets={default}).")
+
+
+def test_one_band_may_be_given_as_a_number():
+    assert load_profile("smoke", mis_bands=0.2).mis_bands == (0.2,)
+    assert load_profile("smoke", mis_bands="0.1,0.2").mis_bands == (0.1, 0.2)
+    with pytest.raises(ValueError, match="setting mis_bands=True is not valid"):
+        load_profile("smoke", mis_bands=True)
+
+
 def test_combinations_that_cannot_work_are_refused():
     with pytest.raises(ValueError, match=r"nprobe=32 is not valid with nlist=16.*nprobe <= 16"):
         load_profile("smoke", index_kind="ivf", nprobe=32)
