@@ -5,6 +5,7 @@
     python -m helpers.run --profile paper -p data_root=/data/imagenet -p batch_size=512
     python -m helpers.run --only 05 --no-wait             # fail, not wait, if 05 is running elsewhere
     python -m helpers.run --only 01 --restart             # discard unfinished work instead of resuming
+    python -m helpers.run --profile paper -p data_root=/data/imagenet --dry-run   # the plan and its cost
 
 Before any kernel starts, every setting is validated (types and ranges), the
 splits and the model are checked against the dataset, and a plan is printed:
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import estimate
 from . import steps as _steps  # noqa: F401  importing the catalogue registers every step's artifacts
 from .pipeline import provenance
 from .pipeline.kernels import QUIET, _oom_kills, diagnose, kernel_environment, parse_parameters
@@ -50,8 +52,26 @@ def find_notebooks(only=None, folder=NOTEBOOKS) -> list[Path]:
 
 
 def preflight(p) -> None:
-    """Refuse, before any kernel starts, what cannot work: a missing split, a model that cannot take the images."""
+    """Refuse, before any kernel starts, what cannot work: a missing split, a model that cannot take the images,
+    a device torch cannot see."""
     provenance.preflight(p)
+
+
+def provide(missing, say) -> None:
+    """Fetch what can be fetched of ``missing`` (weights into their caches), then refuse, one line each with
+    the fix, what is still missing."""
+    lines = []
+    for m in missing:
+        if m.fetch is None:
+            lines.append(m.line())
+            continue
+        say(f"fetching {m.what} ({m.why})")
+        try:
+            m.fetch()
+        except Exception as e:  # noqa: BLE001 - whatever a download or an unzip raises, it is reported
+            lines.append(f"{m.what}: {m.why}, and fetching failed ({type(e).__name__}: {str(e)[:200]}); {m.fix}")
+    if lines:
+        raise ValueError("\n".join(lines))
 
 
 def plan(p, chosen: list[Path], available: list[Path]) -> list[tuple[Path, str]]:
@@ -122,14 +142,22 @@ def _every_setting_reaches_every_notebook():
 
 
 def run(profile: str = "quick", only=None, parameters: dict | None = None, folder=NOTEBOOKS,
-        log_output: bool = False, wait: bool = True, restart: bool = False, say=None) -> list[Path]:
+        log_output: bool = False, wait: bool = True, restart: bool = False, say=None,
+        dry_run: bool = False) -> list[Path]:
     """Execute the planned notebooks with papermill; returns the executed copies.
+
+    Before any kernel starts: the settings are validated, the plan is made, what the planned steps need is
+    fetched (weights into their caches) or refused with the fix (a package, Broden), and a run whose
+    artifacts would not fit the free disk is refused with the numbers. ``dry_run``: the same checks, then
+    the plan with each step's disk, memory and time (:func:`helpers.estimate.dry_run`); nothing is fetched,
+    run or written, and ``[]`` is returned.
 
     Raises
     ------
     ValueError, FileNotFoundError
-        For invalid settings, a missing split or dataset, or a model that
-        cannot take the images: before any kernel starts.
+        For invalid settings, a missing split or dataset, a model that cannot take the images, a step that
+        does not apply (08 without concepts) unless ``only`` leaves it out, a missing component, or a full
+        disk: before any kernel starts.
     RuntimeError
         When a notebook fails or its kernel dies, naming the executed copy
         (with the traceback) and, for a dead kernel, the likely cause.
@@ -149,16 +177,26 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
                          f"{sorted(SETTINGS)}.")
     preflight(p)
     skipped = [nb for nb in chosen if _makes(nb) and not any(provenance.applies(p, a) for a in _makes(nb))]
-    if skipped and only:
-        raise ValueError(provenance.why_not(p, _makes(skipped[0])[0]))
-    for nb in skipped:
-        say(f"{nb.stem} skipped: {provenance.why_not(p, _makes(nb)[0])}")
-    chosen = [nb for nb in chosen if nb not in skipped]
+    if skipped:
+        rest = " ".join(nb.stem.split("_")[0] for nb in chosen if nb not in skipped)
+        raise ValueError(f"{provenance.why_not(p, _makes(skipped[0])[0])}"
+                         + (f"; or leave {skipped[0].stem} out: --only {rest}" if rest else "") + ".")
     steps = plan(p, chosen, available) if only else [(nb, "asked for") for nb in chosen]
     extra = [(nb, why) for nb, why in steps if why != "asked for"]
     say(f"plan ({p.name}, {p.data_path}): {', '.join(nb.stem for nb, _ in steps)}")
     for nb, why in extra:
         say(f"  {nb.stem} runs first: {why}")
+    numbers = [nb.stem.split("_")[0] for nb, _ in steps]
+    missing = provenance.needs(p, numbers)
+    if dry_run:
+        problem = estimate.dry_run(p, steps, missing, say)
+        refused = [m.line() for m in missing if m.fetch is None] + ([problem] if problem else [])
+        if refused:
+            raise ValueError("a run would be refused:\n" + "\n".join(refused))
+        say("a run would start: nothing above stops it.")
+        return []
+    provide(missing, say)
+    estimate.check_disk(p, numbers)
     out_dir = p.data_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
@@ -197,9 +235,12 @@ def main(argv=None) -> int:
                         help="fail instead of waiting when another run is writing the same artifact")
     parser.add_argument("--restart", action="store_true",
                         help="discard unfinished (.partial) work of the steps that run, instead of resuming it")
+    parser.add_argument("-n", "--dry-run", action="store_true",
+                        help="check everything, then print the plan with each step's disk, memory and time "
+                             "(a few seconds' calibration on the device); run nothing")
     args = parser.parse_args(argv)
     return exit_code(lambda: run(args.profile, args.only, parse_parameters(args.parameter), wait=not args.no_wait,
-                                 restart=args.restart))
+                                 restart=args.restart, dry_run=args.dry_run))
 
 
 def exit_code(call) -> int:

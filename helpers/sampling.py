@@ -26,7 +26,7 @@ from .models.running import get_device, place
 from .models.sites import sites as layer_sites
 from .models.inputs import selection
 from .models.loading import model_id
-from .pipeline import keys, provenance, store
+from .pipeline import costs, keys, provenance, store
 
 log = logging.getLogger(__name__)
 
@@ -352,4 +352,14 @@ def _key(p) -> dict:
     return sample_key(p.layers, p.seed, images_key(*selection(p, "sample")), model_id(p))
 
 
-provenance.register("sample", _key, upstream=("model",))
+def _cost(p, scale) -> costs.Cost:
+    """Per layer an (n, d) float32 memory map and (n, 3) int32 locations; a batch of images and activations in
+    memory (on the host: the loader's prefetched batches too); every sample image loaded and forwarded once."""
+    n = scale.images["sample"]
+    batch = min(p.batch_size, n) * int(np.prod(scale.input_shape)) * 4
+    files = sum(costs.npy_bytes(n, scale.d(layer)) + costs.npy_bytes(n, 3) for layer in p.layers)
+    return costs.Cost(disk=files, host=batch * (2 * p.num_workers + 1) + min(p.batch_size, n) * scale.forward_bytes,
+                      device=scale.param_bytes + min(p.batch_size, n) * scale.forward_bytes, work={"images": n})
+
+
+provenance.register("sample", _key, upstream=("model",), cost=_cost)

@@ -55,6 +55,80 @@ def tiny_imagenet(tmp_path_factory):
     return root
 
 
+def write_tiny_broden(root):
+    """A Broden folder at ``root``: six ADE20K-like images (48 px JPEGs, 24 px RG-encoded masks of objects and
+    parts, scene and texture numbers) and one image of another subset."""
+    from tests.images.test_concepts import INDEX_COLUMNS, LABELS, write_csv, write_mask
+
+    root.mkdir(parents=True)
+    write_csv(root / "label.csv", ["number", "name", "category", "frequency", "coverage", "syns"],
+              [(k, n, c, 10, 0.1, "") for k, n, c in LABELS])
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, image in enumerate([*(f"ade20k/ADE_{i}.jpg" for i in range(6)), "pascal/P_0.jpg"]):
+        stem = image[:-4]
+        (root / "images" / image).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(root / "images" / image)
+        files = {}
+        for column, values in (("object", [2, 3]), ("part", [4, 5, 300])):
+            m = np.zeros((24, 24), np.int64)
+            y, x = rng.integers(0, 16, size=2)
+            m[y:y + 8, x:x + 8] = rng.choice(values)
+            write_mask(root / "images" / f"{stem}_{column}.png", m)
+            files[column] = f"{stem}_{column}.png"
+        rows.append([image, "train", 48, 48, 24, 24, "", files["object"], files["part"], "", str(6 + k % 2), "7"])
+    write_csv(root / "index.csv", INDEX_COLUMNS, rows)
+    return root
+
+
+def random_alexnet_weights(torch_home):
+    """Random AlexNet weights saved where torchvision's weights mechanism looks for IMAGENET1K_V1 under
+    ``torch_home`` (``TORCH_HOME``); returns the state dict."""
+    import torchvision
+    from torchvision.models import AlexNet_Weights
+
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.save(state, checkpoints / AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1])
+    return state
+
+
+PAPER_RUN = {"layers": "conv1,conv5,fc3", "batch_size": 4, "num_workers": 2, "device": "cpu", "thumb": 24,
+             "ablation_dense": False, "n_show": 2, "n_study": 2, "n_explain": 2, "n_targets": 3, "n_neighbours": 2,
+             "mis_similarity": "pixels",
+             "mis_references": 2, "mis_bands": "0.5", "mis_tasks": 5}
+"""The tiny paper-profile run's settings: three of AlexNet's layers (features and classifier; fc1/fc2 only add
+4096-d eigensolves), small grids and study, and the pixel similarity asked for explicitly (no DreamSim here)."""
+
+
+@pytest.fixture(scope="session")
+def paper_run(tmp_path_factory, tiny_imagenet):
+    """``python -m helpers.run --profile paper`` through 08 on the tiny ImageNet and Broden folders, torchvision's
+    AlexNet with random weights through its own weights mechanism; the dry run's estimate of each step is
+    taken before it. Returns ``(p, params, env, estimates, seconds)``."""
+    import time
+
+    from helpers import estimate
+
+    root = tmp_path_factory.mktemp("paper")
+    random_alexnet_weights(root / "torch")
+    env = {**os.environ, "TORCH_HOME": str(root / "torch")}
+    params = {**PAPER_RUN, "data_root": str(tiny_imagenet), "data_dir": str(root / "data"),
+              "figures_dir": str(root / "figures"), "broden_root": str(write_tiny_broden(root / "broden"))}
+    p = load_profile("paper", **params)
+    estimates = estimate.costs(p, [nb.stem.split("_")[0] for nb in NOTEBOOKS])
+    cmd = [sys.executable, "-m", "helpers.run", "--profile", "paper"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}={v}"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-4000:]
+    PaperRun = namedtuple("PaperRun", "p params env estimates seconds stderr")
+    return PaperRun(p, params, env, estimates, time.perf_counter() - start, done.stderr)
+
+
 @pytest.fixture
 def broken_imagenet(tmp_path, tiny_imagenet):
     """A copy of the tiny ImageNet folder whose second validation image is a truncated JPEG."""
@@ -89,17 +163,8 @@ def weights_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def alexnet_cache(tmp_path, monkeypatch):
     """Random AlexNet weights placed where torchvision's weights mechanism looks for them."""
-    import torchvision
-    from torchvision.models import AlexNet_Weights
-
-    torch.manual_seed(0)
-    state = torchvision.models.alexnet(weights=None).state_dict()
-    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    path = checkpoints / AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
-    torch.save(state, path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return state
+    return random_alexnet_weights(tmp_path / "torch")
 
 
 EVERY_BASIS = "pca,neuron,ica,nmf,sae,random"

@@ -2,6 +2,7 @@
 names the executed notebook when a kernel dies, and runs this checkout's code."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,9 +73,10 @@ def test_unknown_parameter_and_profile_are_refused(tmp_path):
      "setting eval_split='test': {imagenet}/test does not exist; {imagenet} has the splits ['train', 'val']. "
      "Use one of them, e.g. -p eval_split=val."),
 ])
-def test_bad_settings_are_refused_before_any_kernel_starts(tmp_path, tiny_imagenet, capsys, settings, expect):
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_bad_settings_are_refused_before_any_kernel_starts(tmp_path, tiny_imagenet, capsys, settings, expect, dry):
     data = tmp_path / "data"
-    args = ["--profile", "smoke", "--only", "04", "-p", f"data_dir={data}"]
+    args = ["--profile", "smoke", "--only", "04", "-p", f"data_dir={data}", *dry]
     for s in settings:
         args += ["-p", s.format(imagenet=tiny_imagenet)]
     assert run.main(args) == 1
@@ -82,22 +84,73 @@ def test_bad_settings_are_refused_before_any_kernel_starts(tmp_path, tiny_imagen
     assert not (data / "notebooks").exists()  # no kernel started, nothing executed
 
 
-def test_08_without_concepts_is_refused_when_asked_for_and_skipped_otherwise(tmp_path, tiny_imagenet, capsys,
-                                                                           monkeypatch):
+def test_08_without_concepts_is_refused_unless_left_out(tmp_path, tiny_imagenet, capsys, monkeypatch, alexnet_cache):
+    from helpers.images import broden
+
+    monkeypatch.setattr(broden, "DEFAULT_DIR", tmp_path / "no-broden")  # none where the profile looks
     data = tmp_path / "data"
-    args = ["--profile", "paper", "-p", f"data_root={tiny_imagenet}", "-p", f"data_dir={data}"]
-    assert run.main([*args, "--only", "08"]) == 1
-    assert "08_compositional needs concepts for dataset='imagenet': give broden_root=" in capsys.readouterr().err
-    assert not (data / "notebooks").exists()
+    args = ["--profile", "paper", "-p", f"data_root={tiny_imagenet}", "-p", f"data_dir={data}",
+            "-p", "mis_similarity=pixels"]
     ran = []
     monkeypatch.setattr(pm, "execute_notebook", lambda nb, *a, **k: ran.append(os.path.basename(nb)[:-6]))
-    assert run.main(args) == 0
+    for only in (["--only", "08"], []):  # asked for, or the whole run: refused before any kernel
+        assert run.main([*args, *only]) == 1
+        err = capsys.readouterr().err
+        assert "08_compositional needs concepts for dataset='imagenet': fetch Broden with `make broden`" in err
+        assert ran == [] and not (data / "notebooks").exists()
+    assert "or leave 08_compositional out: --only 01 02 03 04 05 06 07." in err
+    assert run.main([*args, "--only", "01", "02", "03", "04", "05", "06", "07"]) == 0
     assert ran == ["01_sample", "02_pca", "03_index", "04_visualize", "05_ablation", "06_user_study",
                    "07_user_study_analysis"]
-    assert "08_compositional skipped: 08_compositional needs concepts" in capsys.readouterr().err
     from helpers import verify
 
     assert "compositional" not in [a for a, _, _ in verify.report(load_profile("paper", data_dir=str(data)))]
+
+
+def test_the_dry_run_prints_each_steps_cost_and_what_a_run_fetches(tmp_path, tiny_imagenet, capsys, monkeypatch):
+    """Weights not cached (a run downloads them first), every step's disk, memory and time, nothing written."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    data = tmp_path / "data"
+    args = ["--profile", "paper", "-p", f"data_root={tiny_imagenet}", "-p", f"data_dir={data}",
+            "-p", "mis_similarity=pixels", "-p", "layers=conv1,fc3", "-p", "batch_size=4", "-p", "device=cpu", "-p", "num_workers=2",
+            "--only", "01", "02", "03", "04", "05", "06", "07"]
+    assert run.main([*args, "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0].startswith(f"plan (paper, {data / 'alexnet'}): 01_sample, 02_pca")
+    assert re.search(r"dry run: nothing is written\. Times are projections from a [\d.]+ s calibration on cpu",
+                     lines[1])
+    for name in ("01_sample", "02_pca", "03_index", "04_visualize", "05_ablation", "06_user_study"):
+        row = next(line for line in lines if line.startswith(name))
+        assert re.match(rf"{name} +[\d.,]+ [KMG]?i?B +[\d.,]+ [KMG]?i?B +[\d.,]+ [KMG]?i?B +\d+ (s|min|h)  asked for",
+                        row), row
+    assert "a run fetches first: alexnet's weights IMAGENET1K_V1: not in torch's cache" in err
+    assert "(222.3 MiB download)" in err and "calibration: forward" in err
+    assert lines[-1] == "a run would start: nothing above stops it."
+    assert not data.exists() and not (tmp_path / "torch").exists()  # nothing written, nothing fetched
+    from helpers.study import mis
+
+    found = mis.importlib.util.find_spec
+    monkeypatch.setattr(mis.importlib.util, "find_spec", lambda name: None if name == "dreamsim" else found(name))
+    assert run.main([*args, "-p", "mis_similarity=dreamsim", "--dry-run"]) == 1  # refused as a run would be
+    err = capsys.readouterr().err
+    assert "missing: DreamSim: the dreamsim package is not installed" in err
+    assert "error: a run would be refused:\nDreamSim: the dreamsim package is not installed" in err
+
+
+def test_a_run_that_would_not_fit_the_disk_is_refused_with_the_numbers(tmp_path, capsys, monkeypatch):
+    from helpers import estimate
+
+    data = tmp_path / "data"
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(estimate.shutil, "disk_usage", lambda path: usage._replace(free=300 * 1024))
+    args = ["--profile", "smoke", "-p", f"data_dir={data}", "--only", "01"]
+    for dry in ([], ["--dry-run"]):
+        assert run.main([*args, *dry]) == 1
+        err = capsys.readouterr().err
+        assert re.search(r"the run would write about [\d.]+ [KM]iB \(01_sample [\d.]+ [KM]iB\) into .*data/mini_alexnet, but "
+                         r"its disk has 300\.0 KiB free \(.*\): free space, set data_dir", err), err
+        assert not (data / "mini_alexnet" / "notebooks").exists()
 
 
 def test_the_runner_is_quiet_one_bar_then_where_the_outputs_are(copy, capfd):

@@ -28,8 +28,8 @@ from ..models import running
 from ..models.running import get_device, memory_format, place
 from ..models.inputs import selection
 from ..models.loading import model_id
-from ..pipeline import distributed, keys, provenance, store
-from .removal import Removal, _checked, _site, _stacked, measured, stack_rows
+from ..pipeline import costs, distributed, keys, provenance, store
+from .removal import STACK_ROWS_DEFAULT, Removal, _checked, _site, _stacked, measured, stack_rows
 
 log = logging.getLogger(__name__)
 
@@ -355,4 +355,20 @@ def _key(p) -> dict:
                         precision=p.precision)
 
 
-provenance.register("ablation", _key, upstream=("model", "bases"))
+def _cost(p, scale) -> costs.Cost:
+    """A CSV row per setting (every basis, both orders, each count of the grid; per layer while it runs); the
+    rest of the network run for every setting on every sweep image: an upper bound of full forward passes.
+    Memory: a stack of images through the suffix (on CUDA sized to at most half the free memory)."""
+    from ..bases.fit import vectors
+
+    n = scale.images["ablation"]
+    rows = 0
+    for layer in p.layers:
+        for k in vectors(p, scale, layer).values():
+            rows += 2 * len(count_grid(k, p.ablation_dense))
+    stack = STACK_ROWS_DEFAULT if p.device is None or "cuda" in str(p.device) else stack_rows(p.device)
+    return costs.Cost(disk=rows * 44 + 4096, host=min(p.batch_size, n) * scale.forward_bytes,
+                      device=scale.param_bytes + stack * scale.forward_bytes, work={"forwards": rows * n})
+
+
+provenance.register("ablation", _key, upstream=("model", "bases"), cost=_cost)

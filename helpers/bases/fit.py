@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..pipeline import keys, provenance, store
+from ..pipeline import costs, keys, provenance, store
 from ..sampling import MADE_BY as SAMPLE_MADE_BY
 from ..sampling import open_sample
 from ._base import BASES_MADE_BY
@@ -302,4 +302,36 @@ def _key(p) -> dict:
     return bases_key(p.layers, provenance.require(p, "sample")["hash"], p.bases, learned_settings(p))
 
 
-provenance.register("bases", _key, upstream=("sample",))
+def vectors(p, scale, layer: str) -> dict:
+    """``{basis: number of vectors}`` the profile's bases will have at ``layer`` (NMF: only before a ReLU)."""
+    d = scale.d(layer)
+    sizes = {"pca": d, "neuron": d, "random": d, "ica": min(p.ica_components, d), "nmf": p.nmf_components,
+             "sae": p.sae_latents or 4 * d}
+    return {b: sizes[b] for b in p.bases if b != "nmf" or scale.relu.get(layer, False)}
+
+
+def _cost(p, scale) -> costs.Cost:
+    """Per layer and linear basis an npz of its vectors and the moments (two d x d float64 arrays), per learned
+    basis its vectors (ICA and SAE: and their encoder); the moments' products (before and after the ReLU) and two eigensolves per layer; in memory a
+    chunk of rows in float64 and a few d x d float64 arrays (the learned bases' work is a rough projection)."""
+    n, settings = scale.images["sample"], learned_settings(p)
+    out = costs.Cost(note="ICA, NMF, SAE: rough" if set(p.bases) & {"ica", "nmf", "sae"} else "")
+    for layer in p.layers:
+        d, relu = scale.d(layer), scale.relu.get(layer, False)
+        linear = 1 + relu + sum(k in p.bases for k in ("neuron", "random"))
+        disk = linear * (2 * d * d * 8 + 4 * d * 8)
+        work = {"flop64": 2 * n * d * d * (1 + relu), "eigh": d ** 3 * (1 + relu)}
+        for kind in set(p.bases) & {"ica", "nmf", "sae"}:
+            if kind == "nmf" and not relu:
+                continue
+            k = {"ica": min(p.ica_components, d), "nmf": p.nmf_components}.get(kind) or settings["sae"]["n_latents"] \
+                or 4 * d
+            disk += (1 if kind == "nmf" else 2) * k * d * 8 + 2048  # vectors (ICA, SAE: and the encoder)
+            work["flop32"] = work.get("flop32", 0) + 2 * n * d * k * (3 * p.sae_epochs if kind == "sae" else 20)
+        curves = 8 * d * (linear + len(set(p.bases) & {"ica", "nmf", "sae"}))
+        out = out + costs.Cost(disk + curves + 4096, host=min(p.pca_chunk, n) * d * 8 * 2 + 6 * d * d * 8,
+                               device=4 * d * d * 8, work=work)
+    return out
+
+
+provenance.register("bases", _key, upstream=("sample",), cost=_cost)

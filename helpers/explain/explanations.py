@@ -39,13 +39,13 @@ from ..models.sites import sites as layer_sites
 from ..models.inputs import selection
 from ..models.loading import model_id
 from ..models.running import get_device, place
-from ..pipeline import distributed, keys, provenance, store
+from ..pipeline import costs, distributed, keys, provenance, store
 from .beam import search
 from .formula import threshold, unit_pixels
 from .index import ConceptIndex
 from .optimal import optimal
 from .maps import unit_maps
-from .probe import NO_CONCEPTS, concepts_source, formula_mask, probe
+from .probe import NO_CONCEPTS, broden_needs, concepts_source, formula_mask, probe
 
 MADE_BY = "08_compositional (python -m helpers.run --only 08)"
 
@@ -255,6 +255,7 @@ def _explain(b, model, p, fitted, layers, skipped, images, indices, concepts, ab
                 np.savez_compressed(f, probe_index=np.asarray(indices)[examples["image"]], **examples)
         done.append(layer)
         b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
+    (b.partial / "maps.tmp.npy").unlink(missing_ok=True)
     rows = [r for layer in layers for r in read_units(b.partial / f"{layer}.csv")]
     _write(b.partial / "units.csv", rows)
     for layer in layers:
@@ -341,6 +342,30 @@ def _examples(pixels, size, n_images) -> tuple[np.ndarray, np.ndarray]:
     return top.astype(np.int64), mask.reshape(len(top), H, W)
 
 
-provenance.register("compositional", explain_key, upstream=("model", "bases"),
+def _cost(p, scale) -> costs.Cost:
+    """``units.csv`` and per map layer the examples' masks (compressed); while a layer runs, the maps of its
+    units over the probe images in a float32 scratch file. Work: the probe images forwarded once per layer,
+    every unit's vector mean-ablated over the sweep images, and the formula search over the concept masks."""
+    from ..bases.fit import vectors
+    from ..bases.kinds import KINDS
+
+    n, pixels = scale.images["probe"], scale.mask_side ** 2
+    out = costs.Cost(disk=4096)
+    for layer in scale.map_layers:
+        sizes = vectors(p, scale, layer)
+        maps = sum(k if b == "neuron" and p.explain_all_neurons else min(p.n_explain or p.n_study, k)
+                   for b, k in sizes.items())
+        signed = sum(min(p.n_explain or p.n_study, k) for b, k in sizes.items() if KINDS[b].signed) + maps
+        scratch = costs.npy_bytes(maps, n, scale.positions(layer))
+        candidates = max(scale.concepts, 1) * (1 + (p.max_length - 1) * p.beam * 3)
+        out = out + costs.Cost(disk=signed * (N_EXAMPLES * pixels // 4 + 400), scratch=scratch, host=n * pixels // 8,
+                               device=scale.param_bytes + min(p.batch_size, n) * scale.forward_bytes,
+                               work={"images": n, "forwards": maps * scale.images["ablation"],
+                                     "bits": signed * candidates * n * pixels / 8})
+    return out
+
+
+provenance.register("compositional", explain_key, upstream=("model", "bases"), cost=_cost,
                     applies=lambda p: concepts_source(p) is not None,
                     why_not=lambda p: NO_CONCEPTS.format(dataset=p.dataset))
+provenance.register_need(broden_needs, steps=("08",))

@@ -28,22 +28,66 @@ class _Take:
 
 
 
+def broden_folder(p) -> str | None:
+    """The Broden folder of profile ``p``: ``broden_root``, else (images other than Fashion-MNIST's) the folder
+    ``python -m helpers.images.broden`` fills by default when it holds an ``index.csv``; ``None`` otherwise."""
+    if p.broden_root:
+        return p.broden_root
+    from ..images.broden import default_root
+
+    found = default_root()
+    wanted = p.dataset != "fashion_mnist" or p.concepts == "broden"
+    return str(found) if wanted and (found / "index.csv").is_file() else None
+
+
 def concepts_source(p) -> str | None:
-    """Where the profile's concepts come from: ``"broden"``, ``"fashion"``, or ``None`` (none for this dataset)."""
+    """Where the profile's concepts come from: ``"broden"``, ``"fashion"``, or ``None`` (none for this dataset).
+
+    ``concepts="auto"``: Broden when :func:`broden_folder` finds one, the annotator on Fashion-MNIST."""
     if p.concepts != "auto":
         return p.concepts
-    return "broden" if p.broden_root else "fashion" if p.dataset == "fashion_mnist" else None
+    if p.dataset == "fashion_mnist" and not p.broden_root:
+        return "fashion"
+    return "broden" if broden_folder(p) else None
 
 
-NO_CONCEPTS = ("08_compositional needs concepts for dataset={dataset!r}: give broden_root=<the Broden folder> "
-               "(index.csv, label.csv, images/), e.g. -p broden_root=/data/broden1_224.")
+NO_CONCEPTS = ("08_compositional needs concepts for dataset={dataset!r}: fetch Broden with `make broden` "
+               "(python -m helpers.images.broden), which puts it where this profile finds it, or give "
+               "-p broden_root=<a Broden folder with index.csv, label.csv, images/>")
+
+
+def broden_needs(p) -> list:
+    """08's need (:func:`helpers.pipeline.provenance.register_need`): a Broden folder that has its index files."""
+    from pathlib import Path
+
+    from ..pipeline.provenance import Missing
+
+    if concepts_source(p) != "broden":
+        return []
+    root = broden_folder(p)
+    if root is None:
+        return [Missing("Broden", f"no broden_root and none at the default place ({_default()})", _FETCH)]
+    lacking = [name for name in ("index.csv", "label.csv", "images") if not (Path(root) / name).exists()]
+    if lacking:
+        return [Missing("Broden", f"broden_root={root!r} lacks {', '.join(lacking)}",
+                        f"give the folder that holds them (the release unpacks to broden1_224/), or {_FETCH}")]
+    return []
+
+
+_FETCH = "fetch it with `make broden` (python -m helpers.images.broden), or leave 08 out with --only"
+
+
+def _default():
+    from ..images.broden import default_root
+
+    return default_root()
 
 
 def probe(p):
     """``(images, indices, concepts)``: the probe images for the model and their concepts, in one order.
 
     Fashion-MNIST: a seeded ``n_probe`` of the eval split with the annotator's
-    concepts. Broden (``broden_root``): a seeded ``n_probe`` of its ``broden_subset``
+    concepts. Broden (:func:`broden_folder`): a seeded ``n_probe`` of its ``broden_subset``
     images, preprocessed as the model's weights ask but never cropped.
     """
     from ..images import concepts as cs
@@ -54,7 +98,7 @@ def probe(p):
     if which is None:
         raise ValueError(NO_CONCEPTS.format(dataset=p.dataset))
     if which == "broden":
-        broden = cs.Broden(p.broden_root, subset=None if p.broden_subset == "all" else p.broden_subset,
+        broden = cs.Broden(broden_folder(p), subset=None if p.broden_subset == "all" else p.broden_subset,
                            categories=p.broden_categories,
                            mask_size=(p.mask_size, p.mask_size) if p.mask_size else None)
         images = cs.BrodenImages(broden, preset=preprocessing(p.model))

@@ -21,7 +21,7 @@ from PIL import Image
 from ..bases.fit import layer_bases
 from ..bases.kinds import KINDS
 from ..models.receptive import crop
-from ..pipeline import keys, provenance, store
+from ..pipeline import costs, keys, provenance, store
 from ..sampling import open_sample
 from ..search import load_index, search
 
@@ -347,4 +347,29 @@ def _key(p) -> dict:
                      token_margin=p.token_margin, adjacent_repeats=p.adjacent_repeats)
 
 
-provenance.register("grids", _key, upstream=("sample", "bases", "index"))
+def grid_shape(p, scale) -> tuple:
+    """``(height, width, channels)`` of one grid's image."""
+    side = p.thumb + 2
+    return p.n_neighbours * side - 2, p.n_targets * side - 2, scale.input_shape[0]
+
+
+def _cost(p, scale) -> costs.Cost:
+    """A PNG per grid (the top ``max(n_show, n_study)`` vectors of every basis and layer); per layer one
+    exact search of every grid's targets in its index (held in memory) and the shown images read again."""
+    from ..bases.fit import vectors
+    from ..search.index import indexed
+
+    n_grids = max(p.n_show, p.n_study)
+    out = costs.Cost()
+    for layer in p.layers:
+        N, d = indexed(p, scale, layer), scale.d(layer)
+        grids = sum(min(n_grids, k) for k in vectors(p, scale, layer).values())
+        queries = grids * p.n_targets
+        out = out + costs.Cost(disk=grids * costs.png_bytes(*grid_shape(p, scale)), host=N * d * 4,
+                               device=N * d * 4,
+                               work={"flop32": 2 * queries * N * d,
+                                     "images": min(scale.images["eval"], queries * p.n_neighbours)})
+    return out
+
+
+provenance.register("grids", _key, upstream=("sample", "bases", "index"), cost=_cost)

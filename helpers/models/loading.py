@@ -5,6 +5,7 @@ torchvision network with its named weights, or the researcher's own; checked aga
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,8 +15,9 @@ from ..pipeline import provenance, store
 from ..pipeline.settings import Profile
 from . import families
 from .inputs import check_split
-from .registry import MODELS, _load_other, architecture, builder, is_trained_here, load_torchvision, spec, weights_id
-from .running import place, state_hash
+from .registry import (MODELS, _load_other, _weights, architecture, builder, is_trained_here, load_torchvision, spec,
+                       weights_id)
+from .running import check_device, place, state_hash
 from .training import checkpoint_key
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,26 @@ def _check_splits(p: Profile) -> None:
     check_split(p, p.eval_split, "eval_split")
 
 
+def weights_needs(name: str) -> list:
+    """What loading model ``name`` needs that is not here: torchvision's named weights not in torch's cache
+    (a :class:`~helpers.pipeline.provenance.Missing` that downloads them into it)."""
+    s = spec(name)
+    if s.source != "torchvision" or not s.weights:
+        return []
+    w = _weights(s)
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    if cache.is_file():
+        return []
+    size = w.meta.get("_file_size")
+    return [provenance.Missing(f"{name}'s weights {s.weights}", f"not in torch's cache ({cache})",
+                               f"download {w.url} into {cache.parent}, or set TORCH_HOME to a folder whose "
+                               "hub/checkpoints/ holds it",
+                               fetch=lambda: w.get_state_dict(progress=True, check_hash=True),
+                               download=int(size * 1e6) if size else None)]
+
+
 provenance.register("model", checkpoint_key, applies=lambda p: is_trained_here(p.model) and p.retrain)
 provenance.register_check(check)
 provenance.register_check(_check_splits)
+provenance.register_check(check_device)
+provenance.register_need(lambda p: weights_needs(p.model), steps=("01", "03", "04", "05", "06", "08"))

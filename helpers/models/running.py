@@ -32,6 +32,35 @@ def get_device(device=None) -> torch.device:
     return torch.device(device)
 
 
+def check_device(p) -> None:
+    """Refuse a ``device`` setting that names a device torch cannot see here (before any work starts).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, the profile, what torch sees, and the fix.
+    """
+    if p.device is None:
+        return
+    device = torch.device(p.device)
+    where = f"setting device={p.device!r} (profile {p.name})"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(f"{where}: torch {torch.__version__} ({build}) sees no CUDA device here; use "
+                             "-p device=cpu (or leave device unset: CUDA when available), or run on a machine with "
+                             "a GPU and a CUDA build of torch (docs/gpus.md).")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{where}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}; use one of "
+                             "them (CUDA_VISIBLE_DEVICES renumbers them from 0).")
+    available = {"mps": lambda: torch.backends.mps.is_available(),
+                 "xpu": lambda: hasattr(torch, "xpu") and torch.xpu.is_available()}
+    if device.type in available and not available[device.type]():
+        raise ValueError(f"{where}: torch {torch.__version__} has no {device.type} device here; use -p device=cpu "
+                         "or leave device unset.")
+
+
 def memory_format(device) -> torch.memory_format:
     """How a model's 4-D tensors are laid out on ``device``: channels-last on the CPU, else contiguous.
 

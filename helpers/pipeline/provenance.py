@@ -75,14 +75,35 @@ class Artifact:
     upstream: Callable
     applies: Callable
     why_not: Callable | None = None
+    cost: Callable | None = None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Something a step needs that is not here (weights not cached, a package, a dataset).
+
+    ``fetch()``, when given, gets it now (a run calls it before any kernel starts; a dry run does not);
+    ``download`` is its size in bytes where known.
+    """
+
+    what: str
+    why: str
+    fix: str
+    fetch: Callable | None = None
+    download: int | None = None
+
+    def line(self) -> str:
+        """``"<what>: <why>; <fix>"``: one line for the user."""
+        return f"{self.what}: {self.why}; {self.fix}"
 
 
 _REGISTRY: dict[str, Artifact] = {}
 _CHECKS: list = []
+_NEEDS: list = []
 
 
 def register(name: str, key: Callable, upstream=(), applies: Callable | None = None,
-             why_not: Callable | None = None) -> None:
+             why_not: Callable | None = None, cost: Callable | None = None) -> None:
     """Say how artifact ``name`` is keyed: called once by the module of the step that makes it.
 
     Parameters
@@ -96,17 +117,46 @@ def register(name: str, key: Callable, upstream=(), applies: Callable | None = N
         ``applies(p) -> bool``: whether profile ``p`` has this artifact (default: always).
     why_not : callable, optional
         ``why_not(p) -> str``: what to give when a step is asked for but its artifact does not apply.
+    cost : callable, optional
+        ``cost(p, scale) -> helpers.pipeline.costs.Cost``: the disk, memory and work of making it
+        (``scale``: :class:`helpers.pipeline.costs.Scale`), for the dry run and the disk check.
     """
     if name not in PRODUCER:
         raise ValueError(f"artifact {name!r} is made by no step; the steps make {list(ARTIFACTS)}.")
     ups = upstream if callable(upstream) else (lambda p, ups=tuple(upstream): ups)
-    _REGISTRY[name] = Artifact(name, key, ups, applies or (lambda p: True), why_not)
+    _REGISTRY[name] = Artifact(name, key, ups, applies or (lambda p: True), why_not, cost)
 
 
 def register_check(check: Callable) -> None:
     """Add ``check(p)``, run by the runner before any kernel starts (raises on what cannot work)."""
     if check not in _CHECKS:
         _CHECKS.append(check)
+
+
+def register_need(need: Callable, steps: tuple) -> None:
+    """Add ``need(p) -> list of Missing``: what steps ``steps`` (notebook numbers) need that may not be here.
+
+    The runner asks every need of the steps it will run before any kernel starts: it fetches what can be
+    fetched and refuses, one line each with the fix, what cannot; the dry run lists them.
+    """
+    if (need, tuple(steps)) not in _NEEDS:
+        _NEEDS.append((need, tuple(steps)))
+
+
+def needs(p: Profile, numbers) -> list:
+    """The :class:`Missing` components of the steps ``numbers`` for profile ``p``, each once."""
+    out, seen = [], set()
+    for need, steps in _NEEDS:
+        if set(steps) & set(numbers) and need not in seen:
+            seen.add(need)
+            out.extend(need(p))
+    return out
+
+
+def cost(p: Profile, artifact: str, scale):
+    """The :class:`helpers.pipeline.costs.Cost` of making ``artifact`` for ``p``, or ``None`` if unregistered."""
+    fn = _registered(artifact).cost
+    return fn(p, scale) if fn else None
 
 
 def _registered(artifact: str) -> Artifact:

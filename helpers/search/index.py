@@ -27,7 +27,7 @@ from ..models.running import get_device, place
 from ..models.sites import sites as layer_sites
 from ..models.inputs import selection
 from ..models.loading import model_id
-from ..pipeline import keys, provenance, store
+from ..pipeline import costs, keys, provenance, store
 from ..sampling import capture, forward_until
 from .knn import as_float32, new_index, to_device
 
@@ -265,5 +265,24 @@ def _key(p) -> dict:
                      cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, seed=p.seed, sample_hash=sample)
 
 
-provenance.register("index", _key,
+def indexed(p, scale, layer: str) -> int:
+    """Vectors the index of ``layer`` holds: every position of the eval images, at most ``index_cap``."""
+    n = scale.images["eval"] * scale.positions(layer)
+    return min(n, p.index_cap) if p.index_cap else n
+
+
+def _cost(p, scale) -> costs.Cost:
+    """Per layer the FAISS index (``N * d * 4`` bytes; IVF: the list ids and centroids too) and the (N, 3)
+    int32 locations, every index in memory until written; every eval image loaded and forwarded once."""
+    n = scale.images["eval"]
+    files = 0
+    for layer in p.layers:
+        N, d = indexed(p, scale, layer), scale.d(layer)
+        files += N * d * 4 + 4096 + costs.npy_bytes(N, 3) + ((N * 8 + p.nlist * d * 4) if p.index_kind == "ivf" else 0)
+    batch = min(p.batch_size, n)
+    return costs.Cost(disk=files, host=files + batch * scale.forward_bytes,
+                      device=scale.param_bytes + batch * scale.forward_bytes, work={"images": n})
+
+
+provenance.register("index", _key, cost=_cost,
                     upstream=lambda p: ("model", "bases") + (("sample",) if p.index_kind == "ivf" else ()))

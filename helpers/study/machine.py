@@ -24,7 +24,7 @@ from ..bases.kinds import KINDS
 from ..bases.rotation import RandomBasis
 from ..grids.visualize import Displayed, patch_grid
 from ..models.receptive import crop
-from ..pipeline import keys, provenance, store
+from ..pipeline import costs, keys, provenance, store
 from . import mis
 from .observers import choose
 from .stimuli import _rng, shuffle_columns
@@ -247,4 +247,34 @@ def _key(p) -> dict:
                        index_hash=provenance.require(p, "index")["hash"])
 
 
-provenance.register("machine", _key, upstream=("sample", "bases", "index"))
+def _cost(p, scale) -> costs.Cost:
+    """Two CSVs; per layer the codes of every indexed patch on each basis (the random baseline included), the
+    patches of every task cut and embedded (DreamSim: three ViT-B/16 passes each), and the grid observer's
+    grids drawn three ways (a search of their targets each)."""
+    from ..bases.fit import vectors
+    from ..search.index import indexed
+
+    out = costs.Cost(disk=4096)
+    for layer in p.layers:
+        N, d = indexed(p, scale, layer), scale.d(layer)
+        sizes = {**vectors(p, scale, layer), "random": d}
+        studied = sum(min(p.n_study, k) for k in sizes.values())
+        out.disk += studied * (60 * len(p.mis_bands) + 30 * len(GRID_SETTINGS))  # a CSV row each
+        patches = min(N, studied * len(p.mis_bands) * p.mis_tasks * 2 * (p.mis_references + 1))
+        work = {"flop64": 2 * N * d * sum(sizes.values()), "flop32": 2 * len(GRID_SETTINGS) * studied * p.n_targets * N * d,
+                "images": min(scale.images["eval"], patches + len(GRID_SETTINGS) * studied * p.n_targets * p.n_neighbours)}
+        if p.mis_similarity == "dreamsim":
+            work["flop32"] += patches * DREAMSIM_FLOP
+        elif p.mis_similarity.startswith("model:"):
+            work["forwards"] = patches
+        out = out + costs.Cost(host=N * d * 4 + N * studied * 8 + patches * p.thumb ** 2 * 3, device=N * d * 4,
+                               work=work)
+    return out
+
+
+DREAMSIM_FLOP = 2 * 3 * 17.6e9
+"""Floating-point operations of one DreamSim embedding (three ViT-B/16 at 224 px, 17.6 G multiply-adds each)."""
+
+
+provenance.register("machine", _key, upstream=("sample", "bases", "index"), cost=_cost)
+provenance.register_need(mis.similarity_needs, steps=("06",))

@@ -21,8 +21,10 @@ and ``dreamsim`` (cosine of DreamSim's embeddings, when the package and its weig
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -170,22 +172,80 @@ class NetworkEmbedder(Embedder):
         return nn.functional.normalize(f, dim=1).cpu().numpy()
 
 
+DREAMSIM_FILES = ("dino_vitb16_pretrain.pth", "open_clip_vitb16_pretrain.pth.tar", "clip_vitb16_pretrain.pth.tar",
+                  "ensemble_lora")
+"""What DreamSim's ensemble (dreamsim 0.2) loads from its cache folder: three backbones and the LoRA weights."""
+
+DREAMSIM_URL = ("https://github.com/ssundaram21/dreamsim/releases/download/v0.2.0-checkpoints/"
+                "dreamsim_ensemble_checkpoint.zip")
+"""The archive dreamsim 0.2 downloads and unzips into its cache folder on first use."""
+
+
+def dreamsim_cache() -> Path:
+    """DreamSim's weights folder: ``dreamsim/`` in torch's hub folder (``$TORCH_HOME/hub``)."""
+    return Path(torch.hub.get_dir()) / "dreamsim"
+
+
+def _fetch_dreamsim() -> None:
+    from dreamsim.model import download_weights
+
+    dreamsim_cache().parent.mkdir(parents=True, exist_ok=True)
+    download_weights(cache_dir=str(dreamsim_cache()), dreamsim_type="ensemble")
+
+
+def similarity_needs(p) -> list:
+    """What 06's similarity needs that is not here (:func:`helpers.pipeline.provenance.register_need`): the
+    dreamsim package and its weights, or the weights of another network (``model:<name>``).
+
+    Raises
+    ------
+    ValueError
+        For a ``model:<name>`` that names no model (with close names) or the explained one.
+    """
+    from ..models.loading import weights_needs
+    from ..models.registry import spec
+    from ..pipeline.provenance import Missing
+
+    similarity, where = p.mis_similarity, f"setting mis_similarity={p.mis_similarity!r} (profile {p.name})"
+    if similarity.startswith("model:"):
+        try:
+            spec(similarity[6:])
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        return weights_needs(similarity[6:])
+    if similarity != "dreamsim":
+        return []
+    other = "or give -p mis_similarity=pixels (or model:<name>) to score with another similarity"
+    if importlib.util.find_spec("dreamsim") is None:
+        return [Missing("DreamSim", f"the dreamsim package is not installed ({where}, 06's held-out-query score)",
+                        f"pip install -e '.[paper]' (make paper installs it), {other}")]
+    cache = dreamsim_cache()
+    lacking = [f for f in DREAMSIM_FILES if not (cache / f).exists()]
+    if lacking:
+        return [Missing("DreamSim's weights", f"not in {cache} (no {lacking[0]})",
+                        f"download {DREAMSIM_URL} and unzip it into {cache}, {other}", fetch=_fetch_dreamsim)]
+    return []
+
+
 class DreamSimEmbedder(NetworkEmbedder):
-    """DreamSim's embedding (``dreamsim`` package, its weights in its cache), unit-normalised."""
+    """DreamSim's embedding (the ``dreamsim`` package's ensemble, its weights in :func:`dreamsim_cache`),
+    unit-normalised."""
 
     def __init__(self, device=None, batch_size: int = 64):
         try:
             from dreamsim import dreamsim
         except ImportError:
             raise ValueError("mis_similarity='dreamsim' needs the dreamsim package and its weights: "
-                             "pip install dreamsim (its first use downloads the weights into its cache), or use "
-                             "mis_similarity='pixels' or 'model:<name>'.") from None
+                             "pip install -e '.[paper]' (its first use downloads the weights into "
+                             f"{dreamsim_cache()}), or use mis_similarity='pixels' or 'model:<name>'.") from None
         self.name, self.device, self.batch_size = "dreamsim", torch.device(device or "cpu"), batch_size
         try:
-            self.model, self.preprocess = dreamsim(pretrained=True, device=str(self.device))
+            self.model, self.preprocess = dreamsim(pretrained=True, device=str(self.device),
+                                                   cache_dir=str(dreamsim_cache()), dreamsim_type="ensemble")
         except Exception as e:  # noqa: BLE001 - a missing or unreachable weights file, whatever raises it
             raise ValueError(f"mis_similarity='dreamsim': its weights could not be loaded ({type(e).__name__}: "
-                             f"{e}); put them in dreamsim's cache, or use mis_similarity='pixels'.") from None
+                             f"{e}); download {DREAMSIM_URL} and unzip it into {dreamsim_cache()}, or use "
+                             "mis_similarity='pixels'.") from None
 
     @torch.no_grad()
     def embed(self, patches: np.ndarray) -> np.ndarray:

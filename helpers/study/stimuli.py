@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from ..grids.visualize import GRIDS_MADE_BY, grid_path
-from ..pipeline import keys, provenance, store
+from ..pipeline import costs, keys, provenance, store
 
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"
 
@@ -316,4 +316,14 @@ def resume_point(log: ResponseLog, trials: list[dict], stimuli_hash: str) -> int
     return next((i for i, t in enumerate(trials) if t["trial"] not in done), len(trials))
 
 
-provenance.register("stimuli", lambda p: stimuli_key(p, provenance.expected(p, "grids")), upstream=("grids",))
+def _cost(p, scale) -> costs.Cost:
+    """Two PNGs (ordered, columns shuffled) per studied vector of every basis and layer, and two CSVs."""
+    from ..bases.fit import vectors
+    from ..grids.visualize import grid_shape
+
+    n = sum(min(p.n_study, max(p.n_show, p.n_study), k) for layer in p.layers for k in vectors(p, scale, layer).values())
+    return costs.Cost(disk=n * (2 * costs.png_bytes(*grid_shape(p, scale)) + 160) + 4096)
+
+
+provenance.register("stimuli", lambda p: stimuli_key(p, provenance.expected(p, "grids")), upstream=("grids",),
+                    cost=_cost)

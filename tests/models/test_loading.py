@@ -32,6 +32,55 @@ def test_unknown_model_is_an_error():
         models.spec("torchvision:resnet18:V9")
 
 
+@pytest.mark.parametrize("name, expect", [
+    ("mini_alexnet:untrainde", "model='mini_alexnet:untrainde': mini_alexnet is a built-in, whose only suffix is "
+                               "':untrained'; did you mean 'mini_alexnet:untrained' (its untrained control)?"),
+    ("alexnet:IMAGENET1K_V2", "did you mean 'alexnet:untrained' (its untrained control), or "
+                              "'torchvision:alexnet:IMAGENET1K_V2' for other weights of torchvision's?"),
+    ("mini_alexnett", "model='mini_alexnett' is unknown (close: 'mini_alexnet'"),
+    ("vit_b16:untrained", "(close: 'vit_b_16:untrained'"),
+])
+def test_a_misspelt_model_gets_close_names(name, expect):
+    with pytest.raises(ValueError) as e:
+        models.spec(name)
+    assert expect in str(e.value)
+    assert "cannot import" not in str(e.value)  # never read as <module>:<callable>
+
+
+def test_weights_not_cached_are_a_need_that_downloads_them(tmp_path, monkeypatch, alexnet_cache):
+    from helpers.models.loading import weights_needs
+
+    assert weights_needs("alexnet") == [] and weights_needs("mini_alexnet") == []
+    assert weights_needs("alexnet:untrained") == [] and weights_needs("torchvision:resnet18:none") == []
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    (need,) = weights_needs("alexnet")
+    assert need.what == "alexnet's weights IMAGENET1K_V1" and "alexnet-owt-7be5be79.pth" in need.why
+    assert need.download == 233_087_000 and need.fetch is not None and "TORCH_HOME" in need.fix
+    fetched = []
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda url, dst, *a, **k: fetched.append(url)
+                        or torch.save(alexnet_cache, dst))
+    need.fetch()  # torchvision's own mechanism, into torch's cache
+    assert fetched == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
+    assert weights_needs("alexnet") == []
+
+
+def test_a_device_torch_cannot_see_is_refused_naming_the_profile(monkeypatch):
+    from helpers.models.running import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match=r"setting device='cuda' \(profile paper\): torch .* sees no CUDA device "
+                                         r"here; use -p device=cpu"):
+        check_device(load_profile("paper", device="cuda"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device(load_profile("paper", device="cuda:0"))
+    with pytest.raises(ValueError, match=r"torch sees 1 CUDA device\(s\), cuda:0 to cuda:0"):
+        check_device(load_profile("paper", device="cuda:1"))
+    check_device(load_profile("smoke", device="cpu"))
+    check_device(load_profile("smoke"))
+
+
 def test_alexnet_loads_through_torchvision_weights_cache(alexnet_cache):
     model, info = models.load_torchvision(models.spec("alexnet"))
     assert info["id"] == "torchvision:AlexNet_Weights.IMAGENET1K_V1"

@@ -1,13 +1,15 @@
-"""The paper profile end to end (01 to 05), on the real loading code.
+"""The paper profile end to end (01 to 08, through the runner), on the real loading code.
 
 torchvision's AlexNet gets random weights through its own weights mechanism (a
 file in torch's hub cache), and the images come from a tiny ImageNet-layout
 folder of JPEGs: the code a GPU user runs on ImageNet, at toy size.
 """
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,38 +21,108 @@ from torchvision.models import get_model_weights
 
 from helpers.pipeline.settings import ROOT, load_profile
 from helpers.sampling import open_sample
-from tests.images.test_concepts import INDEX_COLUMNS, LABELS, write_csv, write_mask
+from tests.conftest import write_tiny_broden
+from tests.images.test_concepts import LABELS
 
-LAYERS = "conv1,conv5,fc3"  # features and classifier; fc1/fc2 only add 4096-d eigensolves
+OUTPUTS = {  # every figure (PNG and PDF) and table of 01-08 on the paper profile with torchvision's AlexNet
+    "02": ["fig05_explained_variance", "explained_variance_counts.csv", "explained_variance_vs_published.csv"],
+    "04": ["fig_grids_conv1", "fig_grids_conv5", "fig_grids_fc3", "fig12_toy_distance_vs_activation"],
+    "05": ["fig06_ablation", "ablation.csv", "ablation_vs_published.csv"],
+    "06": ["fig14_study_trial"],
+    "07": ["fig07_user_study", "user_study_accuracy.csv", "user_study_tests.csv", "user_study_vs_published.csv",
+           "machine_interpretability.csv", "fig_machine_interpretability"],
+    "08": ["fig_compositional_iou", "fig_compositional_iou_by_length", "fig_compositional_examples",
+           "compositional_explanations.csv", "compositional_vs_ablation.csv"],
+}
 
 
-def test_paper_profile_01_to_05_on_tiny_imagenet(tmp_path, tiny_imagenet, alexnet_cache):
-    params = {"profile": "paper", "data_root": str(tiny_imagenet), "data_dir": str(tmp_path / "data"),
-              "figures_dir": str(tmp_path / "figures"), "layers": LAYERS, "batch_size": 4,
-              "num_workers": 2, "device": "cpu", "thumb": 24, "ablation_dense": False}
-    for name in ("01_sample", "02_pca", "03_index", "04_visualize", "05_ablation"):
-        pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                            parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False)
-    p = load_profile("paper", data_dir=params["data_dir"], figures_dir=params["figures_dir"])
+def parses(path) -> bool:
+    """A PNG that PIL verifies, a PDF with its header and end marker, a CSV pandas reads with rows."""
+    if path.suffix == ".png":
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    if path.suffix == ".pdf":
+        data = path.read_bytes()
+        return data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]
+    return len(pd.read_csv(path)) > 0
+
+
+def test_the_paper_profile_runs_01_to_08_through_the_runner(paper_run):
+    p = paper_run.p
     meta = json.loads((p.artifact("sample") / "meta.json").read_text())
     assert meta["inputs"]["model"] == "torchvision:AlexNet_Weights.IMAGENET1K_V1"
     images = meta["inputs"]["images"]
-    assert images["dataset"]["root"] == str(tiny_imagenet / "train") and images["dataset"]["files"] == 12
-    assert images["dataset"]["classes"] == 3 and images["n"] == 12
+    assert images["dataset"]["root"] == str(Path(paper_run.params["data_root"]) / "train")
+    assert images["dataset"]["files"] == 12 and images["dataset"]["classes"] == 3 and images["n"] == 12
     assert meta["shapes"]["conv1"] == [64, 55, 55] and meta["shapes"]["fc3"] == [1000]
     X, loc = open_sample(p.artifact("sample"), "conv1")
     assert X.shape == (12, 64) and (np.asarray(X) < 0).any()
     assert sorted(np.asarray(loc[:, 0])) == list(range(12))
-    table = pd.read_csv(p.figure("explained_variance_counts.csv"))
-    assert set(table.layer) == set(LAYERS.split(","))
-    executed = (tmp_path / "02_pca.ipynb").read_text()
+    executed = (p.data_path / "notebooks" / "02_pca.ipynb").read_text()
     assert "paper_k80" in executed  # the reproduced counts printed beside the paper's
-    # 03-05: RGB patches of AlexNet's receptive fields, the AlexNet prefix/suffix split
     grid = np.asarray(Image.open(p.artifact("grids") / "conv5" / "pca_0001.png"))
-    assert grid.ndim == 3 and grid.shape[2] == 3
-    ablation = pd.read_csv(p.figure("ablation.csv"))
-    assert set(ablation.layer) == set(LAYERS.split(","))
-    assert "the paper's (torchvision AlexNet, ImageNet val): 56.52 %" in (tmp_path / "05_ablation.ipynb").read_text()
+    assert grid.ndim == 3 and grid.shape[2] == 3  # RGB patches of AlexNet's receptive fields
+    assert "the paper's (torchvision AlexNet, ImageNet val): 56.52 %" in \
+        (p.data_path / "notebooks" / "05_ablation.ipynb").read_text()
+    names = [n + ext if "." not in n else n for names in OUTPUTS.values() for n in names for ext in (".png", ".pdf")]
+    assert sorted(n for n in names if not (p.figures_path / n).exists()) == []
+    recorded = json.loads((p.figures_path / "provenance.json").read_text())
+    assert sorted(set(names) - set(recorded) - {"fig12_toy_distance_vs_activation.png",
+                                                 "fig12_toy_distance_vs_activation.pdf"}) == []  # a toy: no artifact
+    for path in p.figures_path.iterdir():
+        assert path.suffix not in (".png", ".pdf", ".csv") or parses(path), path.name
+    units = pd.read_csv(p.figure("compositional_explanations.csv"), keep_default_na=False)
+    assert list(units.layer.unique()) == ["conv1", "conv5"]  # fc3 has no map
+    assert json.loads((p.artifact("compositional") / "meta.json").read_text())["probe_images"] == 6  # ADE20K
+    assert not (p.artifact("compositional") / "maps.tmp.npy").exists()  # the scratch maps are not kept
+    machine = json.loads((p.artifact("machine") / "meta.json").read_text())
+    assert machine["similarity"] == "pixels"
+
+
+def test_the_dry_runs_disk_estimate_is_within_its_margin_of_what_the_run_wrote(paper_run):
+    """Each step's estimate (made before the run) against the bytes its artifacts hold afterwards."""
+    from helpers.pipeline import provenance
+    from helpers.pipeline.costs import DISK_MARGIN, DISK_SLACK
+
+    p, report = paper_run.p, []
+    for number, cost in paper_run.estimates.items():
+        wrote = sum(f.stat().st_size for a in provenance.STEPS[number].makes if provenance.applies(p, a)
+                    for f in p.artifact(a).rglob("*") if f.is_file())
+        report.append((number, cost.disk, wrote))
+    print("\n".join(f"{n}: estimated {e:,} B, wrote {w:,} B" for n, e, w in report))
+    assert [n for n, e, w in report if abs(e - w) > max(DISK_MARGIN * w, DISK_SLACK)] == [], report
+    assert sum(e for _, e, _ in report) > 0.5 * sum(w for _, _, w in report)
+
+
+def test_a_run_without_broden_or_dreamsim_is_refused_before_any_kernel_and_loses_nothing(paper_run, monkeypatch,
+                                                                                          tmp_path):
+    from helpers import run
+    from helpers.images import broden
+    from helpers.study import mis
+
+    monkeypatch.setenv("TORCH_HOME", paper_run.env["TORCH_HOME"])
+    monkeypatch.setattr(broden, "DEFAULT_DIR", tmp_path / "no-broden")  # no Broden where the profile looks
+    folders = [paper_run.p.data_path, paper_run.p.figures_path]
+
+    def files():
+        return {f: (f.stat().st_size, f.stat().st_mtime_ns) for d in folders for f in d.rglob("*") if f.is_file()}
+
+    before = files()
+    params = {k: v for k, v in paper_run.params.items() if k != "broden_root"}
+    with pytest.raises(ValueError) as e:
+        run.run("paper", parameters=params, say=lambda text: None)
+    assert "08_compositional needs concepts for dataset='imagenet': fetch Broden with `make broden`" in str(e.value)
+    assert "or leave 08_compositional out: --only 01 02 03 04 05 06 07" in str(e.value)
+    found = importlib.util.find_spec
+    monkeypatch.setattr(mis.importlib.util, "find_spec", lambda name: None if name == "dreamsim" else found(name))
+    params = {k: v for k, v in paper_run.params.items() if k != "mis_similarity"}  # the profile's: dreamsim
+    with pytest.raises(ValueError) as e:
+        run.run("paper", parameters=params, say=lambda text: None)
+    assert str(e.value).startswith("DreamSim: the dreamsim package is not installed (setting "
+                                   "mis_similarity='dreamsim' (profile paper)")
+    assert "pip install -e '.[paper]'" in str(e.value) and "-p mis_similarity=pixels" in str(e.value)
+    assert files() == before  # nothing already computed is touched: every file as it was
 
 
 DEMO_LAYERS = {  # a few layers each, with a short rest of the network for the sweep
@@ -62,27 +134,8 @@ DEMO_LAYERS = {  # a few layers each, with a short rest of the network for the s
 
 @pytest.fixture
 def tiny_broden(tmp_path):
-    """A Broden folder of six ADE20K-like images (48 px JPEGs, 24 px RG-encoded masks) and one other subset."""
-    root = tmp_path / "broden"
-    root.mkdir()
-    write_csv(root / "label.csv", ["number", "name", "category", "frequency", "coverage", "syns"],
-              [(k, n, c, 10, 0.1, "") for k, n, c in LABELS])
-    rng = np.random.default_rng(0)
-    rows = []
-    for k, image in enumerate([*(f"ade20k/ADE_{i}.jpg" for i in range(6)), "pascal/P_0.jpg"]):
-        stem = image[:-4]
-        (root / "images" / image).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(root / "images" / image)
-        files = {}
-        for column, values in (("object", [2, 3]), ("part", [4, 5, 300])):
-            m = np.zeros((24, 24), np.int64)
-            y, x = rng.integers(0, 16, size=2)
-            m[y:y + 8, x:x + 8] = rng.choice(values)
-            write_mask(root / "images" / f"{stem}_{column}.png", m)
-            files[column] = f"{stem}_{column}.png"
-        rows.append([image, "train", 48, 48, 24, 24, "", files["object"], files["part"], "", str(6 + k % 2), "7"])
-    write_csv(root / "index.csv", INDEX_COLUMNS, rows)
-    return root
+    """A Broden folder of six ADE20K-like images and one other subset (:func:`tests.conftest.write_tiny_broden`)."""
+    return write_tiny_broden(tmp_path / "broden")
 
 
 @pytest.mark.parametrize("model", list(DEMO_LAYERS))

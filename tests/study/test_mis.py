@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.pipeline.settings import load_profile
 from helpers.study import mis
 from helpers.study.machine import bootstrap_ci, interpretability_table
 
@@ -112,14 +113,52 @@ def test_model_similarity_uses_another_shipped_network():
         mis.embedder("shapes", p)
 
 
-def test_dreamsim_missing_is_one_clear_error():
-    try:
-        import dreamsim  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match="pip install dreamsim"):
-            mis.embedder("dreamsim")
-    else:
-        pytest.fail("this check is of a machine without dreamsim")
+def test_dreamsim_missing_is_one_clear_error(monkeypatch):
+    found = mis.importlib.util.find_spec
+    monkeypatch.setattr(mis.importlib.util, "find_spec", lambda name: None if name == "dreamsim" else found(name))
+    monkeypatch.setitem(__import__("sys").modules, "dreamsim", None)  # an import of it fails
+    with pytest.raises(ValueError, match=r"needs the dreamsim package and its weights: pip install -e '\.\[paper\]'"):
+        mis.embedder("dreamsim")
+    (need,) = mis.similarity_needs(load_profile("paper"))
+    assert need.what == "DreamSim" and need.fetch is None
+    assert need.line().startswith("DreamSim: the dreamsim package is not installed (setting mis_similarity='dreamsim' "
+                                  "(profile paper), 06's held-out-query score); pip install -e '.[paper]'")
+
+
+def test_dreamsim_weights_not_cached_are_fetched_or_refused_with_the_fix(monkeypatch, tmp_path):
+    """The package is there (its spec found), its cache folder empty, and the download fails (offline)."""
+    from helpers import run
+
+    monkeypatch.setattr(mis.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (need,) = mis.similarity_needs(load_profile("paper"))
+    assert need.what == "DreamSim's weights" and str(tmp_path / "torch" / "hub" / "dreamsim") in need.why
+
+    def offline():
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(mis, "_fetch_dreamsim", offline)
+    need = mis.similarity_needs(load_profile("paper"))[0]
+    said = []
+    with pytest.raises(ValueError) as e:
+        run.provide([need], said.append)
+    assert said == [f"fetching DreamSim's weights ({need.why})"]
+    assert f"and fetching failed (OSError: no route to host); download {mis.DREAMSIM_URL} and unzip it into " \
+           f"{tmp_path / 'torch' / 'hub' / 'dreamsim'}, or give -p mis_similarity=pixels" in str(e.value)
+    for name in mis.DREAMSIM_FILES:  # the ensemble's files in the cache: nothing is missing
+        (tmp_path / "torch" / "hub" / "dreamsim" / name).mkdir(parents=True)
+    assert mis.similarity_needs(load_profile("paper")) == []
+
+
+def test_another_networks_similarity_is_checked_before_any_work(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"setting mis_similarity='model:mini_resnett' \(profile quick\): "
+                                         r"model='mini_resnett' is unknown \(close: 'mini_resnet'"):
+        mis.similarity_needs(load_profile("quick", mis_similarity="model:mini_resnett"))
+    assert mis.similarity_needs(load_profile("quick", mis_similarity="model:mini_resnet")) == []  # shipped weights
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (need,) = mis.similarity_needs(load_profile("quick", mis_similarity="model:resnet18"))
+    assert need.what == "resnet18's weights IMAGENET1K_V1" and need.fetch is not None
+    assert mis.similarity_needs(load_profile("quick", mis_similarity="pixels")) == []
 
 
 def test_bootstrap_interval_and_table():
