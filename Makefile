@@ -1,7 +1,9 @@
 # make figures   - every figure of the offline quick profile (sets itself up); MODEL=mini_resnet|mini_vit|...
 # make retrain MODEL=mini_alexnet - the same, with the stand-in trained here instead of its shipped weights
 # make test      - the test suite (sets itself up)
-# make paper IMAGENET=/path/to/imagenet   - the paper profile (GPU recommended); GPUS=8: 01/03/05/08 on 8 ranks
+# make paper IMAGENET=/path/to/imagenet   - the paper profile 01-08 (GPU recommended): installs its extra, fetches
+#                  Broden, then runs; DRY=1: the plan and its cost only; GPUS=8: 01/03/05/08 on 8 ranks (docs/gpus.md)
+# make broden    - the Broden release 08 uses, into data/broden (BRODEN_DIR=...)
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
 # make verify    - hash every artifact of a profile: good, stale or corrupt
 # make site      - the static demo site of a profile's models (site/<profile>/index.html)
@@ -17,14 +19,37 @@ MODEL_ARG = $(if $(MODEL),-p model=$(MODEL),)
 # processes (one per GPU) for the steps that scale with the images: torch.distributed ranks (docs/gpus.md)
 GPUS     ?=
 GPUS_ARG  = $(if $(GPUS),-p nproc=$(GPUS),)
-# FAISS build: cpu, or gpu (faiss-gpu-cu12) with `make setup FAISS=gpu`
+# FAISS build of make setup: cpu, or gpu (faiss-gpu-cu12); make paper takes gpu where nvidia-smi finds a GPU
 FAISS    ?= cpu
-PY       := $(VENV)/bin/python
+PAPER_FAISS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 FASHION  := /usr/share/datasets/fashion-mnist
+# Where the package runs: PY=/path/to/python if given; else the active conda environment (conda activate
+# neuron-explanations; never base); else $(VENV), made here. make setup installs into that environment.
+ifeq ($(origin PY),undefined)
+  ifneq ($(and $(CONDA_PREFIX),$(filter-out base,$(CONDA_DEFAULT_ENV))),)
+    PY := $(CONDA_PREFIX)/bin/python
+  else
+    PY := $(VENV)/bin/python
+  endif
+endif
+# what each install did, per environment and extras (git-ignored)
+STAMPS   := .make/$(shell printf '%s' '$(PY)' | cksum | cut -d' ' -f1)
+# make paper: the Broden folder (fetched into BRODEN_DIR unless BRODEN is given), -p settings (ARGS="-p seed=1"),
+# notebooks (ONLY="01 02"), and DRY=1 for the dry run
+BRODEN     ?=
+BRODEN_DIR ?= data/broden
+ARGS     ?=
+ONLY     ?=
+DRY      ?=
+FETCH_BRODEN = $(if $(or $(BRODEN),$(DRY)),,$(if $(ONLY),$(filter 08 8,$(ONLY)),yes))
 
-.PHONY: setup fashion-mnist git-filter chromium figures retrain paper study site demo controls test lab bench verify clean
+.PHONY: setup setup-paper fashion-mnist git-filter chromium figures retrain paper imagenet-given broden study site demo controls test lab \
+        bench verify clean
 
-setup: $(VENV)/.installed fashion-mnist git-filter
+setup: $(STAMPS)-dev-$(FAISS) fashion-mnist git-filter
+
+# the paper profile's extra (DreamSim) and the FAISS build of this machine
+setup-paper: $(STAMPS)-dev-paper-$(PAPER_FAISS) git-filter
 
 # notebooks saved from JupyterLab keep their outputs on disk, never in a commit (helpers/pipeline/nbstrip.py,
 # applied to notebooks/*.ipynb by .gitattributes; git runs it from the project root)
@@ -32,11 +57,20 @@ git-filter:
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 	  git config filter.notebook-outputs.clean "$(PY) -m helpers.pipeline.nbstrip"; fi
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,$(FAISS)]'
-	touch $@
+# $(STAMPS)-<extras>-<faiss>: pip install -e '.[<extras>,<faiss>]' into PY's environment ($(VENV) is made first);
+# an environment that already imports FAISS (conda's faiss-gpu) keeps it; the other pip build is removed first
+$(STAMPS)-%: pyproject.toml
+	@if [ "$(PY)" = "$(VENV)/bin/python" ] && [ ! -x "$(PY)" ]; then \
+	  $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip; fi
+	@extras="$(subst -,$(comma),$*)"; faiss="$(lastword $(subst -, ,$*))"; \
+	if [ "$(PY)" != "$(VENV)/bin/python" ] && $(PY) -c "import faiss" 2>/dev/null \
+	   && ! $(PY) -m pip show --quiet faiss-cpu faiss-gpu-cu12 >/dev/null 2>&1; then extras="$${extras%,*}"; \
+	elif [ "$$faiss" = gpu ]; then $(PY) -m pip uninstall --quiet -y faiss-cpu 2>/dev/null || true; \
+	else $(PY) -m pip uninstall --quiet -y faiss-gpu-cu12 2>/dev/null || true; fi; \
+	echo "$(PY) -m pip install -e '.[$$extras]'"; \
+	$(PY) -m pip install --quiet -e ".[$$extras]"
+	@mkdir -p $(dir $@) && touch $@
+comma := ,
 
 # Debian's dataset-fashion-mnist where apt is usable; otherwise data/raw/ or
 # torchvision's download are tried on first use (helpers/images/fashion.py).
@@ -65,9 +99,16 @@ figures: setup
 retrain: setup
 	$(PY) -m helpers.run --profile $(PROFILE) -p retrain=True $(MODEL_ARG)
 
-paper: setup
+paper: imagenet-given setup-paper $(if $(FETCH_BRODEN),broden,)
+	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET) $(if $(BRODEN),-p broden_root=$(BRODEN),) \
+	  $(MODEL_ARG) $(GPUS_ARG) $(ARGS) $(if $(ONLY),--only $(ONLY),) $(if $(DRY),--dry-run,)
+
+imagenet-given:
 	@test -n "$(IMAGENET)" || { echo "usage: make paper IMAGENET=/path/to/imagenet (holding train/ and val/)"; exit 2; }
-	$(PY) -m helpers.run --profile paper -p data_root=$(IMAGENET) $(MODEL_ARG) $(GPUS_ARG)
+
+# the Broden release (NetDissect's broden1_224.zip), resumed, checked and unpacked into $(BRODEN_DIR)/broden1_224
+broden: setup
+	$(PY) -m helpers.images.broden $(BRODEN_DIR)
 
 # after `make figures` (06 makes the stimuli); PROFILE=smoke|quick|paper, PORT=8866
 PORT     ?= 8866
@@ -101,7 +142,7 @@ test: setup chromium
 # project's Lab settings (jupyterlab-settings/: a .py opens as a notebook), opened on notebooks/; as root too
 lab: setup
 	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/jupyterlab-settings \
-	  $(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+	  $(PY) -m jupyterlab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 	  $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: setup
