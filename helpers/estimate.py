@@ -40,31 +40,25 @@ def scale(p) -> Scale:
     found = sites(model, p.layers, x)
     images = {"sample": len(sample), "eval": len(selection(p, "eval")[1]),
               "ablation": len(selection(p, "ablation")[1])}
-    concepts, side, probe = 0, int(x.shape[-1]), images["eval"]
-    which = concepts_source(p)
-    if which == "broden":
-        concepts, side, probe = _broden(Path(broden_folder(p)), p)
-    elif which == "fashion":
-        concepts = 32
+    side, probe = int(x.shape[-1]), images["eval"]
+    if concepts_source(p) == "broden":
+        side, probe = _broden(Path(broden_folder(p)), p)
     images["probe"] = min(probe, p.n_probe) if p.n_probe else probe
     return Scale(shapes={k: tuple(s.shape) for k, s in found.items()}, images=images, input_shape=tuple(x.shape),
                  param_bytes=sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
                  forward_bytes=_forward_bytes(model, x), relu={k: s.relu for k, s in found.items()},
-                 map_layers=tuple(k for k, s in found.items() if s.kind != "vector"), concepts=concepts,
-                 mask_side=side)
+                 map_layers=tuple(k for k, s in found.items() if s.kind != "vector"), mask_side=side)
 
 
-def _broden(root: Path, p) -> tuple[int, int, int]:
-    """``(concepts, mask side, probe images)`` of a Broden folder, from its label.csv and index.csv."""
-    with open(root / "label.csv", newline="") as f:
-        concepts = sum(1 for _ in csv.DictReader(f))
+def _broden(root: Path, p) -> tuple[int, int]:
+    """``(mask side, probe images)`` of a Broden folder, from its index.csv."""
     rows, side = 0, p.mask_size
     with open(root / "index.csv", newline="") as f:
         for r in csv.DictReader(f):
             if p.broden_subset == "all" or r["image"].split("/")[0] == p.broden_subset:
                 rows += 1
                 side = side or int(r["sh"])
-    return concepts, side or 112, rows
+    return side or 112, rows
 
 
 @torch.no_grad()
@@ -140,7 +134,7 @@ def calibrate(p, s: Scale) -> tuple[Rates, dict]:
         info["loading"] = f"{loading:,.0f} img/s ({n} images, {p.num_workers} workers)"
     except (OSError, RuntimeError, ValueError) as e:
         loading = forwards
-        info["loading"] = f"not measured ({type(e).__name__}: {str(e).splitlines()[0][:80]})"
+        info["loading"] = f"not measured: the first images could not be read ({type(e).__name__})"
     flops = {}
     for dtype in (torch.float64, torch.float32):
         A = torch.randn(2048, 1024, device=device, dtype=dtype)

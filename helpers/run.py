@@ -177,10 +177,14 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
                          f"{sorted(SETTINGS)}.")
     preflight(p)
     skipped = [nb for nb in chosen if _makes(nb) and not any(provenance.applies(p, a) for a in _makes(nb))]
+    refusals = []
     if skipped:
         rest = " ".join(nb.stem.split("_")[0] for nb in chosen if nb not in skipped)
-        raise ValueError(f"{provenance.why_not(p, _makes(skipped[0])[0])}"
-                         + (f"; or leave {skipped[0].stem} out: --only {rest}" if rest else "") + ".")
+        refusals.append(f"{provenance.why_not(p, _makes(skipped[0])[0])}"
+                        + (f"; or leave {skipped[0].stem} out: --only {rest}" if rest else "") + ".")
+        if not dry_run:
+            raise ValueError(refusals[0])
+        chosen = [nb for nb in chosen if nb not in skipped]
     steps = plan(p, chosen, available) if only else [(nb, "asked for") for nb in chosen]
     extra = [(nb, why) for nb, why in steps if why != "asked for"]
     say(f"plan ({p.name}, {p.data_path}): {', '.join(nb.stem for nb, _ in steps)}")
@@ -190,7 +194,7 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
     missing = provenance.needs(p, numbers)
     if dry_run:
         problem = estimate.dry_run(p, steps, missing, say)
-        refused = [m.line() for m in missing if m.fetch is None] + ([problem] if problem else [])
+        refused = refusals + [m.line() for m in missing if m.fetch is None] + ([problem] if problem else [])
         if refused:
             raise ValueError("a run would be refused:\n" + "\n".join(refused))
         say("a run would start: nothing above stops it.")

@@ -191,12 +191,13 @@ def tracked_files(root: Path) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def repository(root: Path) -> dict:
-    """What a page may name: files, folders, top-level entries, .py words, Makefile targets."""
+    """What a page may name: files, folders, top-level entries, .py words and Makefile variables, Makefile
+    targets."""
     files = tracked_files(root)
     dirs = {str(PurePosixPath(f).parents[i]) for f in files for i in range(len(PurePosixPath(f).parts) - 1)}
     words: set[str] = set()
     for f in files:
-        if f.endswith(".py"):
+        if f.endswith(".py") or f == "Makefile":
             words.update(re.findall(r"\b[A-Z][A-Z0-9_]*\b", (root / f).read_text(encoding="utf-8", errors="replace")))
     targets: set[str] = set()
     makefile = root / "Makefile"

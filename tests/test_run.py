@@ -99,6 +99,11 @@ def test_08_without_concepts_is_refused_unless_left_out(tmp_path, tiny_imagenet,
         assert "08_compositional needs concepts for dataset='imagenet': fetch Broden with `make broden`" in err
         assert ran == [] and not (data / "notebooks").exists()
     assert "or leave 08_compositional out: --only 01 02 03 04 05 06 07." in err
+    assert run.main([*args, "-p", "layers=conv1,fc3", "--dry-run"]) == 1  # the plan without 08, then the refusal
+    err = capsys.readouterr().err
+    rows = [line.split()[0] for line in err.splitlines() if line.endswith("asked for") or "asked for;" in line]
+    assert rows[-1] == "07_user_study_analysis" and "08_compositional" not in rows
+    assert "error: a run would be refused:\n08_compositional needs concepts" in err
     assert run.main([*args, "--only", "01", "02", "03", "04", "05", "06", "07"]) == 0
     assert ran == ["01_sample", "02_pca", "03_index", "04_visualize", "05_ablation", "06_user_study",
                    "07_user_study_analysis"]

@@ -345,7 +345,8 @@ def _examples(pixels, size, n_images) -> tuple[np.ndarray, np.ndarray]:
 def _cost(p, scale) -> costs.Cost:
     """``units.csv`` and per map layer the examples' masks (compressed); while a layer runs, the maps of its
     units over the probe images in a float32 scratch file. Work: the probe images forwarded once per layer,
-    every unit's vector mean-ablated over the sweep images, and the formula search over the concept masks."""
+    every unit's vector mean-ablated over the sweep images, and per unit at most a pass over the concept
+    index (a signature id per probe pixel: the search's sparse products are over signatures, not pixels)."""
     from ..bases.fit import vectors
     from ..bases.kinds import KINDS
 
@@ -357,11 +358,10 @@ def _cost(p, scale) -> costs.Cost:
                    for b, k in sizes.items())
         signed = sum(min(p.n_explain or p.n_study, k) for b, k in sizes.items() if KINDS[b].signed) + maps
         scratch = costs.npy_bytes(maps, n, scale.positions(layer))
-        candidates = max(scale.concepts, 1) * (1 + (p.max_length - 1) * p.beam * 3)
         out = out + costs.Cost(disk=signed * (N_EXAMPLES * pixels // 4 + 400), scratch=scratch, host=n * pixels // 8,
                                device=scale.param_bytes + min(p.batch_size, n) * scale.forward_bytes,
                                work={"images": n, "forwards": maps * scale.images["ablation"],
-                                     "bits": signed * candidates * n * pixels / 8})
+                                     "bits": (signed + 1) * n * pixels * 4})
     return out
 
 

@@ -47,8 +47,6 @@ class Scale:
         ``{layer: bool}``: a ReLU takes the layer's output next (it has post-ReLU statistics).
     map_layers : tuple
         The layers whose output is a spatial map (08 explains only these).
-    concepts : int
-        Concepts of 08's probe set (Broden's labels), 0 when unknown.
     mask_side : int
         Side of 08's concept masks.
     """
@@ -60,7 +58,6 @@ class Scale:
     forward_bytes: int
     relu: dict = field(default_factory=dict)
     map_layers: tuple = ()
-    concepts: int = 0
     mask_side: int = 112
 
     def d(self, layer: str) -> int:
