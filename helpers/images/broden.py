@@ -10,7 +10,6 @@ hand and rerun: it is checked and unpacked without a request.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import http.client
@@ -32,7 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..pipeline.settings import ROOT
-from .concepts import Broden
+from .concepts import Broden, read_csv
 
 CHUNK = 1 << 20  # bytes read at a time
 RETRY_PAUSE_S = 2.0
@@ -82,15 +81,7 @@ def _command(dest: Path) -> str:
 
 
 def _table(path: Path, columns: tuple, fix: str) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {path.parent} is not a complete Broden folder; {fix}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows, found = list(reader), reader.fieldnames or []
-    missing = [c for c in columns if c not in found]
-    if missing:
-        raise ValueError(f"{path} lacks the column(s) {missing} (columns found: {found}); it needs "
-                         f"{list(columns)}; {fix}")
+    rows = read_csv(path, columns, fix)
     if not rows:
         raise ValueError(f"{path} has no rows; {fix}")
     return rows

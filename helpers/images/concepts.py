@@ -72,16 +72,18 @@ class Concepts:
                          "See .names for all concept names.")
 
 
-def _read_csv(path: Path, required: tuple) -> list[dict]:
+def read_csv(path: Path, required: tuple, fix: str = "use the Broden release's file") -> list[dict]:
+    """The rows of one of Broden's CSV files, refused (naming ``fix``) when missing or lacking a column."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; a Broden folder holds index.csv, label.csv and images/.")
+        raise FileNotFoundError(f"{path} does not exist: a Broden folder holds index.csv, label.csv and images/; "
+                                f"{fix}.")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         rows, found = list(reader), reader.fieldnames or []
     missing = [c for c in required if c not in found]
     if missing:
         raise ValueError(f"{path} lacks the column(s) {missing} (columns found: {found}); "
-                         f"it needs {list(required)}: use the Broden release's file.")
+                         f"it needs {list(required)}: {fix}.")
     return rows
 
 
@@ -123,8 +125,8 @@ class Broden(Concepts):
         if bad:
             raise ValueError(f"categories={list(categories)!r}: {bad} unknown; "
                              f"use some of {list(self.PIXEL + self.IMAGE)}.")
-        rows = _read_csv(self.root / "index.csv", self.INDEX_COLUMNS)
-        labels = _read_csv(self.root / "label.csv", ("number", "name", "category"))
+        rows = read_csv(self.root / "index.csv", self.INDEX_COLUMNS)
+        labels = read_csv(self.root / "label.csv", ("number", "name", "category"))
         try:
             numbers = [int(r["number"]) for r in labels]
         except ValueError as e:
