@@ -3,8 +3,11 @@ images and their concept masks, and the mask of a formula.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from ..images.broden import default_root
 from ..images.common import images_key, select
 
 class _Take:
@@ -33,8 +36,6 @@ def broden_folder(p) -> str | None:
     ``python -m helpers.images.broden`` fills by default when it holds an ``index.csv``; ``None`` otherwise."""
     if p.broden_root:
         return p.broden_root
-    from ..images.broden import default_root
-
     found = default_root()
     wanted = p.dataset != "fashion_mnist" or p.concepts == "broden"
     return str(found) if wanted and (found / "index.csv").is_file() else None
@@ -58,15 +59,13 @@ NO_CONCEPTS = ("08_compositional needs concepts for dataset={dataset!r}: fetch B
 
 def broden_needs(p) -> list:
     """08's need (:func:`helpers.pipeline.provenance.register_need`): a Broden folder that has its index files."""
-    from pathlib import Path
-
     from ..pipeline.provenance import Missing
 
     if concepts_source(p) != "broden":
         return []
     root = broden_folder(p)
     if root is None:
-        return [Missing("Broden", f"no broden_root and none at the default place ({_default()})", _FETCH)]
+        return [Missing("Broden", f"no broden_root and none at the default place ({default_root()})", _FETCH)]
     lacking = [name for name in ("index.csv", "label.csv", "images") if not (Path(root) / name).exists()]
     if lacking:
         return [Missing("Broden", f"broden_root={root!r} lacks {', '.join(lacking)}",
@@ -75,12 +74,6 @@ def broden_needs(p) -> list:
 
 
 _FETCH = "fetch it with `make broden` (python -m helpers.images.broden), or leave 08 out with --only"
-
-
-def _default():
-    from ..images.broden import default_root
-
-    return default_root()
 
 
 def probe(p):
