@@ -10,6 +10,7 @@ the device's limits, measured here on the run's own model, images and settings.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import shutil
 import time
@@ -117,7 +118,7 @@ def calibrate(p, s: Scale) -> tuple[Rates, dict]:
 
     start = time.perf_counter()
     device = get_device(p.device)
-    model = place(architecture(p.model), device)
+    model = place(copy.deepcopy(architecture(p.model)), device)  # the cached instance stays on the CPU
     batch = max(1, min(p.batch_size, 64 if device.type == "cpu" else p.batch_size))
     x = torch.zeros((batch, *s.input_shape), device=device)
     with precision(p.precision, device):
