@@ -5,10 +5,11 @@ inside a function), so a circle cannot come back unnoticed.
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from helpers.pipeline import imports
 
 
 PACKAGE = Path(__file__).resolve().parent.parent / "helpers"
@@ -26,47 +27,13 @@ UPWARD = {("pipeline.settings", "models")}
 MAX_LINES = 400
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "__init__"
-
-
 def modules(package: Path = PACKAGE) -> dict[str, Path]:
-    return {module_name(p) if package == PACKAGE else ".".join(p.relative_to(package).with_suffix("").parts):
-            p for p in sorted(package.rglob("*.py"))}
-
-
-def resolve(name: str, is_package: bool, node: ast.ImportFrom, known) -> list[str]:
-    """The modules of ``helpers`` an ``import`` statement in module ``name`` reads."""
-    if node.level == 0:
-        if not (node.module or "").startswith("helpers"):
-            return []
-        base = node.module.split(".")[1:]
-    else:
-        here = name.split(".") if name != "__init__" else []
-        package = here if is_package else here[:-1]
-        base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
-    out = []
-    for alias in node.names:
-        full = ".".join(base + [alias.name])
-        out.append(full if full in known else ".".join(base) or "__init__")
-    return out
+    return imports.modules(package)
 
 
 def graph(package: Path = PACKAGE) -> dict[str, set]:
-    """``{module: modules it imports}`` (dotted names below ``helpers``)."""
-    found = modules(package)
-    edges = {}
-    for name, path in found.items():
-        tree = ast.parse(path.read_text())
-        deps = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                deps.update(resolve(name, path.name == "__init__.py", node, found))
-            elif isinstance(node, ast.Import):
-                deps.update(a.name.split(".", 1)[1] for a in node.names if a.name.startswith("helpers."))
-        edges[name] = {d for d in deps if d != name and d in found}
-    return edges
+    """``{module: modules it imports}`` (dotted names below ``helpers``): the graph provenance reads code from."""
+    return imports.graph(package)
 
 
 def cycles(edges: dict[str, set]) -> list[list[str]]:
