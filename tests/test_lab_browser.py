@@ -1,5 +1,6 @@
 """JupyterLab in headless Chromium, as a researcher uses it: 04's explorer run and driven, a .py opened
-as a notebook and saved updates its pair, the study trial inside a 1366 x 768 window."""
+as a notebook and saved updates its pair, the study trial inside a 1366 x 768 window. Lab runs with settings and
+workspaces of its own, as `make lab` gives them (:func:`tests.test_lab.lab_environment`), never the user's."""
 import os
 import re
 import shutil
@@ -12,14 +13,16 @@ import nbformat
 import pytest
 
 from helpers.pipeline.settings import ROOT
-from tests.conftest import EVERY_BASIS
+from tests.conftest import EVERY_BASIS, notebooks_folder
 from tests.study.test_app_browser import chromium, free_port
+from tests.test_lab import lab_environment
 
 
 def with_parameters(name, dst, **values):
-    """Copy a notebook with its parameters cell set as a user would edit it: a setting the cell lists is
-    changed in place, any other is added as a line of its own."""
-    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    """Copy a notebook (as the suite takes it: :func:`tests.conftest.notebooks_folder`) with its parameters cell
+    set as a user would edit it: a setting the cell lists is changed in place, any other is added as a line of
+    its own."""
+    nb = nbformat.read(notebooks_folder() / f"{name}.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     for key, value in values.items():
         line = f"{key} = {value!r}"
@@ -31,7 +34,8 @@ def with_parameters(name, dst, **values):
 
 @pytest.fixture
 def lab(smoke, tmp_path):
-    """JupyterLab over a project holding 04 and the study app set to the smoke run's artifacts."""
+    """JupyterLab over a project holding 04 and the study app set to the smoke run's artifacts, with the settings
+    and workspaces `make lab` gives it, in the project's .jupyterlab/."""
     root = tmp_path / "project"
     (root / "notebooks").mkdir(parents=True)
     shutil.copy(ROOT / "jupytext.toml", root)
@@ -40,13 +44,12 @@ def lab(smoke, tmp_path):
     with_parameters("04_visualize", root / "notebooks", **dirs)
     with_parameters("study_app", root / "notebooks", **dirs, min_rt_ms=100)
     for suffix in (".py", ".ipynb"):  # a pair, as committed
-        shutil.copy(ROOT / "notebooks" / f"05_ablation{suffix}", root / "notebooks")
+        shutil.copy(notebooks_folder() / f"05_ablation{suffix}", root / "notebooks")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.root_dir=.",
          "--IdentityProvider.token=", "--ServerApp.password=", *(["--allow-root"] if os.getuid() == 0 else [])],
-        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(ROOT / "jupyterlab-settings")})  # as make lab
+        cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=lab_environment(root))
     base = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 120
@@ -125,5 +128,7 @@ def test_explorer_and_study_trial_in_jupyterlab(lab):
             browser.close()
     assert opened_as_notebook
     assert paired.stat().st_mtime > 1_000_000_000  # saving the .py wrote its .ipynb pair
+    saved = sorted(f.name.split("-")[0] for f in (root / ".jupyterlab" / "workspaces").iterdir())
+    assert "explorer" in saved and "study" in saved  # Lab kept its layouts in the project's folder
     assert all(b and b["y"] >= 0 and b["y"] + b["height"] <= 768 and b["x"] + b["width"] <= 1366
                for b in boxes), boxes
