@@ -6,6 +6,7 @@
 # make broden    - the Broden release 08 uses, into data/broden (BRODEN_DIR=...)
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
 # make verify    - hash every artifact of a profile: good, stale or corrupt
+# make prune     - remove a profile's artifacts that no setting reads (other code, gone upstream); DRY=1 lists
 # make site      - the static demo site of a profile's models (site/<profile>/index.html)
 # make demo      - the quick profile for every stand-in model (01-08; every basis for mini_alexnet), then the site
 # make controls  - every yardstick for the stand-ins trained and untrained, with a random basis (figures/<profile>/controls/)
@@ -44,7 +45,7 @@ DRY      ?=
 FETCH_BRODEN = $(if $(or $(BRODEN),$(DRY)),,$(if $(ONLY),$(filter 08 8,$(ONLY)),yes))
 
 .PHONY: setup setup-paper fashion-mnist git-filter chromium figures retrain paper imagenet-given broden study site demo controls test lab \
-        bench verify clean
+        bench verify prune clean
 
 setup: $(STAMPS)-dev-$(FAISS) fashion-mnist git-filter
 
@@ -138,10 +139,16 @@ controls: setup
 test: setup chromium
 	$(PY) -m pytest
 
-# JupyterLab at the project root, so that jupytext.toml applies (saving a .py updates its pair), with the
-# project's Lab settings (jupyterlab-settings/: a .py opens as a notebook), opened on notebooks/; as root too
+# JupyterLab at the project root, so that jupytext.toml applies (saving a .py updates its pair), opened on
+# notebooks/; as root too. Lab writes only into .jupyterlab/ (git-ignored): its workspaces, and its settings,
+# seeded from the project's defaults (jupyterlab-settings/: a .py opens as a notebook, no autosave) with each
+# file copied in only where absent, so that a setting changed in Lab stays changed and the tracked files stay as
+# they are
 lab: setup
-	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/jupyterlab-settings \
+	@mkdir -p .jupyterlab/settings .jupyterlab/workspaces && cd jupyterlab-settings && find . -type f | \
+	  while read -r f; do [ -e "../.jupyterlab/settings/$$f" ] || \
+	  { mkdir -p "../.jupyterlab/settings/$${f%/*}" && cp "$$f" "../.jupyterlab/settings/$$f"; } || exit 1; done
+	JUPYTERLAB_SETTINGS_DIR=$(CURDIR)/.jupyterlab/settings JUPYTERLAB_WORKSPACES_DIR=$(CURDIR)/.jupyterlab/workspaces \
 	  $(PY) -m jupyterlab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
 	  $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -157,6 +164,9 @@ bench: setup
 # every artifact hashed and checked against the profile (PROFILE=smoke|quick|paper)
 verify: setup
 	$(PY) -m helpers.verify --profile $(PROFILE) $(MODEL_ARG)
+
+prune: setup
+	$(PY) -m helpers.verify --profile $(PROFILE) --prune $(if $(DRY),--dry-run)
 
 clean:
 	rm -rf data/smoke figures/smoke

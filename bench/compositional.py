@@ -70,7 +70,7 @@ import time
 import numpy as np
 
 from helpers import explain
-from helpers.explain.explanations import OPS, ConceptIndex, Formula
+from helpers.explain import OPS, ConceptIndex, Formula
 
 ADE = dict(images=22_210, size=112, concepts=1_200, units=512, length=3, beam=5, hours=14, processes=8)
 """Broden-ADE as probed by the reference code, and the time it reported (about 14 h with 8 processes)."""

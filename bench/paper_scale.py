@@ -210,21 +210,20 @@ def ranked(p, net, info, layer: str, counts, world: int, device) -> None:
     train_set, train_idx = models.selection(p, "sample")
     val_set, val_idx = models.selection(p, "eval")
     ab_set, ab_idx = models.selection(p, "ablation")
-    bases_meta = provenance.require(p, "bases")
     means = {k: bases.load_basis(p.artifact("bases"), k, key=provenance.expected(p, "bases")).mean_ for k in p.layers}
     fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, provenance.expected(p, "bases"))}
     steps = {
         "01 sample": lambda folder, r: sampling.sample_activations(
-            net, train_set, p.layers, folder, indices=train_idx, seed=p.seed, model_id=info["id"],
+            net, train_set, p.layers, folder, sampling.sample_key(p), indices=train_idx, seed=p.seed,
             batch_size=p.batch_size, num_workers=p.num_workers, device=device, profile=p.name, ranks=r),
         "03 index": lambda folder, r: search.index_activations(
-            net, val_set, p.layers, means, folder, indices=val_idx, cap=p.index_cap, kind=p.index_kind, seed=p.seed,
-            batch_size=p.batch_size, num_workers=p.num_workers, device=device, model_id=info["id"],
-            bases_hash=bases_meta["hash"], profile=p.name, ranks=r),
+            net, val_set, p.layers, means, folder, search.index_key(p), indices=val_idx, cap=p.index_cap,
+            kind=p.index_kind, seed=p.seed, batch_size=p.batch_size, num_workers=p.num_workers, device=device,
+            profile=p.name, ranks=r),
         f"05 sweep ({layer})": lambda folder, r: ablation.sweep(
-            net, ab_set, [layer], fitted, folder, counts={layer: counts}, indices=ab_idx, model_id=info["id"],
-            bases_hash=bases_meta["hash"], batch_size=p.batch_size, num_workers=p.num_workers, device=device,
-            profile=p.name, precision=p.precision, ranks=r),
+            net, ab_set, [layer], fitted, folder, ablation.ablation_key(p), counts={layer: counts}, indices=ab_idx,
+            batch_size=p.batch_size, num_workers=p.num_workers, device=device, profile=p.name,
+            precision=p.precision, ranks=r),
     }
     many = distributed.ranks(dataclasses.replace(p, nproc=world))
     print(f"\n{world} torch.distributed ranks ({'NCCL' if device.type == 'cuda' else 'gloo'}) against one process, "
@@ -296,8 +295,8 @@ def main() -> None:
     rows.append(("decode alone", decode_rate(train_set, n_load, p.num_workers), None, "img/s", "PIL, same workers"))
 
     t = time.perf_counter()
-    meta = sampling.sample_activations(net, train_set, p.layers, p.artifact("sample"), indices=train_idx,
-                                       seed=p.seed, model_id=info["id"], skip_bad=p.skip_bad_images,
+    meta = sampling.sample_activations(net, train_set, p.layers, p.artifact("sample"), sampling.sample_key(p),
+                                       indices=train_idx, seed=p.seed, skip_bad=p.skip_bad_images,
                                        batch_size=p.batch_size, num_workers=p.num_workers, device=device,
                                        profile=p.name)
     r01 = len(train_idx) / (time.perf_counter() - t)
@@ -312,9 +311,9 @@ def main() -> None:
     if device.type == "cuda":
         rows.append(("02 moments, numpy on the host", r02_cpu, r02, "rows/s", "the device path"))
     t = time.perf_counter()
-    bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, chunk_size=p.pca_chunk,
-                          profile=p.name, sample_key=provenance.expected(p, "sample"), kinds=p.bases,
-                          settings=bases.learned_settings(p), device=device)
+    bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, bases.bases_key(p),
+                          chunk_size=p.pca_chunk, profile=p.name, kinds=p.bases, settings=bases.learned_settings(p),
+                          device=device)
     t02 = time.perf_counter() - t
     # 02 = a part per image (streaming the moments, before and after the ReLU: cost ~ d**2 per row, scaled
     # from the widest layer's measured rate) + a fixed part (eigensolves, covariances, saving): the rest
@@ -324,14 +323,13 @@ def main() -> None:
     rows.append(("02 bases (whole step)", len(train_idx) / t02, None, "img/s",
                  f"{t02:.1f} s: {t02_fixed:.1f} s fixed ({eigh:.1f} s eigensolves of the widest)"))
 
-    bases_meta = provenance.require(p, "bases")
     means = {layer: bases.load_basis(p.artifact("bases"), layer, key=provenance.expected(p, "bases")).mean_
              for layer in p.layers}
     t = time.perf_counter()
     index_meta = search.index_activations(
-        net, val_set, p.layers, means, p.artifact("index"), indices=val_idx, cap=p.index_cap, kind=p.index_kind,
-        nlist=p.nlist, seed=p.seed, batch_size=p.batch_size, num_workers=p.num_workers, device=device,
-        model_id=info["id"], bases_hash=bases_meta["hash"], skip_bad=p.skip_bad_images, profile=p.name)
+        net, val_set, p.layers, means, p.artifact("index"), search.index_key(p), indices=val_idx, cap=p.index_cap,
+        kind=p.index_kind, nlist=p.nlist, seed=p.seed, batch_size=p.batch_size, num_workers=p.num_workers,
+        device=device, skip_bad=p.skip_bad_images, profile=p.name)
     r03 = len(val_idx) / (time.perf_counter() - t)
     rows.append(("03 index", r03, fwd, "img/s", "bare forward"))
 
@@ -344,8 +342,8 @@ def main() -> None:
                  knn_limit(vectors, Q, p.n_neighbours, device), "queries/s", "brute-force torch kNN"))
     vis = explorer.visualizer_for(p)
     t = time.perf_counter()
-    made = grids.make_grids(vis, p.artifact("grids"), provenance.expected(p, "grids"), max(p.n_show, p.n_study),
-                            profile=p.name)
+    made = grids.write_grids(vis, p.artifact("grids"), provenance.expected(p, "grids"), max(p.n_show, p.n_study),
+                             profile=p.name)
     t04 = time.perf_counter() - t
     n_grids = sum(1 for f in made["files"] if str(f).endswith(".png"))
     rows.append(("04 grids (whole step)", n_grids / t04, None, "grids/s", f"{n_grids} grids in {t04:.1f} s"))

@@ -71,7 +71,7 @@ def main() -> None:
         run = iter(range(10**6))
 
         def sample(layers):
-            sampling.sample_activations(model, dataset, layers, Path(tmp) / f"s{next(run)}",
+            sampling.sample_activations(model, dataset, layers, Path(tmp) / f"s{next(run)}", {},
                                         batch_size=args.batch_size, device=device)
 
         bare_forward(model, dataset, args.batch_size, device)  # warm-up

@@ -46,7 +46,7 @@ def counts_table(p, weights, folder) -> dict:
     model.load_state_dict(weights)
     images = models.load_dataset(p, p.sample_split)
     indices = select(len(images), p.n_sample, p.seed)
-    sampling.sample_activations(model.eval(), images, p.layers, folder, indices=indices, seed=p.seed,
+    sampling.sample_activations(model.eval(), images, p.layers, folder, {}, indices=indices, seed=p.seed,
                                 batch_size=p.batch_size, device="cpu")
     out = {}
     for layer in p.layers:

@@ -8,7 +8,7 @@ families and hook sites, receptive fields), ``sampling`` (activations), ``bases`
 (Fig. 6), ``study`` (stimuli, app, observers, Fig. 7), ``explain`` (compositional
 explanations), ``explorer``, ``plots`` and ``reference``; under them ``pipeline``
 (settings, artifacts, provenance, kernels); above them ``steps`` (the catalogue
-that registers every artifact), ``run`` (the papermill runner), ``verify`` and
+that imports every step's declaration), ``run`` (the papermill runner), ``verify`` and
 ``site``. Imports run one way, down that list (``tests/test_layout.py``).
 """
 import os as _os

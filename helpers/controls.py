@@ -28,6 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
+from . import steps as _steps  # noqa: F401  importing the catalogue declares every step
+from .pipeline import provenance
 from .pipeline.kernels import parse_parameters
 from .pipeline.settings import ROOT, SETTINGS, load_profile, slug
 from .run import exit_code, run
@@ -39,10 +41,10 @@ STEPS = ("02", "05", "06", "07", "08")
 """The steps whose tables the controls compare (the runner adds the steps they need first)."""
 
 
-TABLES = {"explained_variance": "explained_variance_counts.csv", "ablation": "ablation.csv",
-          "machine_interpretability": "machine_interpretability.csv",
-          "compositional": "compositional_explanations.csv"}
-"""``controls_<name>.csv`` gathers each variant's ``figures/<profile>/<model>/<file>``."""
+def tables() -> dict:
+    """``{name: file}``: ``controls_<name>.csv`` gathers each variant's ``figures/<profile>/<model>/<file>``, for
+    every table a step declares with ``gather`` (:class:`helpers.pipeline.provenance.Output`)."""
+    return {o.gather: o.name for nb in provenance.notebooks().values() for o in nb.outputs if o.gather}
 
 
 ABLATED_SHARE = 0.1
@@ -67,17 +69,17 @@ def controls_folder(profile: str, settings: dict) -> Path:
 
 
 def gather(profile: str, models, settings: dict) -> dict:
-    """``{name: DataFrame}`` of :data:`TABLES` over every variant, with columns ``model`` and ``weights``.
+    """``{name: DataFrame}`` of :func:`tables` over every variant, with columns ``model`` and ``weights``.
 
     Raises
     ------
     FileNotFoundError
         For a variant whose table is missing, naming the command that makes it.
     """
-    out = {name: [] for name in TABLES}
+    out = {name: [] for name in tables()}
     for model, name, weights in variants(models):
         p = load_profile(profile, **{**{k: v for k, v in settings.items() if k in SETTINGS}, "model": name})
-        for table, file in TABLES.items():
+        for table, file in tables().items():
             path = p.figure(file)
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run python -m helpers.controls --profile {profile} "

@@ -3,7 +3,7 @@ refusal of a run whose artifacts would not fit the free disk.
 
 :func:`scale` measures what every step's cost is computed from (the layers' shapes from one forward pass of
 the architecture on a blank input, the images of each split, the model's size); each step's cost function
-(registered with its artifact, :mod:`helpers.pipeline.costs`) turns that into bytes and work, and
+(declared with its artifact, :mod:`helpers.pipeline.costs`) turns that into bytes and work, and
 :func:`calibrate` measures the user's device in a few seconds (the forward pass, the loader, dense products,
 an eigensolve, mask arithmetic) to turn the work into time: the rates ``bench/paper_scale.py`` compares with
 the device's limits, measured here on the run's own model, images and settings.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import steps as _steps  # noqa: F401  importing the catalogue registers every step's cost
+from . import steps as _steps  # noqa: F401  importing the catalogue declares every step (and its cost)
 from .pipeline import provenance
 from .pipeline.costs import Cost, Rates, Scale, duration, human
 
@@ -158,7 +158,7 @@ def costs(p, numbers, s: Scale | None = None) -> dict:
     out = {}
     for number in numbers:
         total = Cost()
-        for artifact in provenance.STEPS[number].makes:
+        for artifact in provenance.notebooks()[number].makes:
             if not provenance.applies(p, artifact) or provenance.status(p, artifact)[0] == "current":
                 continue
             total = total + (provenance.cost(p, artifact, s) or Cost())
@@ -180,7 +180,7 @@ def disk_problem(p, found: dict) -> str | None:
     free, folder = free_bytes(p.data_path)
     if need <= free:
         return None
-    parts = ", ".join(f"{provenance.STEPS[n].notebook} {human(c.disk + c.scratch)}"
+    parts = ", ".join(f"{provenance.notebooks()[n].notebook} {human(c.disk + c.scratch)}"
                       for n, c in found.items() if c.disk + c.scratch)
     return (f"the run would write about {human(need)} ({parts}) into {p.data_path}, but its disk has "
             f"{human(free)} free ({folder}): free space, set data_dir to a folder on a larger disk, or run fewer "

@@ -11,39 +11,25 @@ from __future__ import annotations
 import html
 
 from .explain.explanations import describe, formulas
-from .grids.visualize import Visualizer, grid_png
-from .images.common import example
-from .models.inputs import load_dataset
-from .models.loading import load_model
-from .models.receptive import receptive_fields
+from .grids.visualize import grid_png, visualizer_for
 from .pipeline.settings import load_profile
 
 
-def visualizer_for(profile) -> Visualizer:
-    """A :class:`Visualizer` over a profile's eval images and model's receptive fields.
-
-    It refuses artifacts that are not current for the profile (``provenance``).
-    """
-    from .pipeline.provenance import keys
-
-    model, _ = load_model(profile, device="cpu", train=False)
-    images = load_dataset(profile, profile.eval_split)
-    fields = receptive_fields(model, profile.layers, example(images), margin=profile.token_margin)
-    return Visualizer(profile, images, fields, device=profile.device,
-                      keys=keys(profile, ("sample", "bases", "index")))
-
-
 def missing_artifacts(p) -> str | None:
-    """Why a profile's grids cannot be shown yet (no sample, bases or index on disk), else ``None``.
+    """Why a profile's grids cannot be shown yet (no sample, bases or index for its settings), else ``None``.
 
     Checked before any model is loaded: on a profile never run, nothing is downloaded.
     """
-    from .pipeline.provenance import made_by
+    from .pipeline.provenance import made_by, status
 
     for artifact in ("sample", "bases", "index"):
-        if not (p.artifact(artifact) / "meta.json").exists():
-            return (f"profile {p.name} has no {artifact} for {p.model} yet: run {made_by(p, artifact)} "
-                    f"(or make figures PROFILE={p.name}) first.")
+        try:
+            state = status(p, artifact)[0]
+        except (ValueError, FileNotFoundError):  # e.g. ImageNet's folder not given: nothing made either
+            state = "missing"
+        if state == "missing":
+            return (f"profile {p.name} has no {artifact} for {p.model} and these settings yet: run "
+                    f"{made_by(p, artifact)} (or make figures PROFILE={p.name}) first.")
     return None
 
 

@@ -21,7 +21,6 @@ kernel dies, the message names the executed copy and the likely cause.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import estimate
-from . import steps as _steps  # noqa: F401  importing the catalogue registers every step's artifacts
+from . import steps as _steps  # noqa: F401  importing the catalogue declares every step
 from .pipeline import provenance
 from .pipeline.kernels import QUIET, _oom_kills, diagnose, kernel_environment, parse_parameters
 from .pipeline.locks import Lock, LockedError
@@ -82,34 +81,35 @@ def plan(p, chosen: list[Path], available: list[Path]) -> list[tuple[Path, str]]
     """
     by_number = {nb.stem.split("_")[0]: nb for nb in available}
     why = {nb.stem.split("_")[0]: "asked for" for nb in chosen}
-    checked = {}
+    declared, checked = provenance.notebooks(), {}
 
     def check(artifact: str):
         if artifact in checked or not provenance.applies(p, artifact):
             return
         checked[artifact] = None
-        maker = provenance.PRODUCER[artifact]
+        maker = provenance.producer(artifact).number
         for up in provenance.upstream(p, artifact):
             check(up)
         if maker in why or maker not in by_number:
             return
-        rerun = [u for u in provenance.upstream(p, artifact) if provenance.PRODUCER[u] in why]
+        rerun = [u for u in provenance.upstream(p, artifact) if provenance.producer(u).number in why]
         state, reason = provenance.status(p, artifact)
         if state != "current":
             why[maker] = f"{artifact} is {state}: {reason}"
         elif rerun:
-            why[maker] = (f"{artifact} is made from {rerun[0]}, which {provenance.STEPS[provenance.PRODUCER[rerun[0]]].notebook} "
+            why[maker] = (f"{artifact} is made from {rerun[0]}, which {provenance.producer(rerun[0]).notebook} "
                           "makes first (reused if that is unchanged)")
 
     for number in sorted(why):
-        for artifact in provenance.STEPS.get(number, provenance.Step("", (), ())).reads:
+        for artifact in declared[number].reads if number in declared else ():
             check(artifact)
     return [(by_number[n], why[n]) for n in sorted(why)]
 
 
 def _makes(nb: Path) -> tuple:
     """The artifacts a notebook makes (none for one that is not a step)."""
-    return provenance.STEPS.get(nb.stem.split("_")[0], provenance.Step("", (), ())).makes
+    declared = provenance.notebooks().get(nb.stem.split("_")[0])
+    return declared.makes if declared else ()
 
 
 def _step_lock(p, nb: Path, wait: bool, say) -> Lock:
@@ -121,23 +121,21 @@ NOTEBOOK_ENV = "HELPERS_NOTEBOOK"
 """The notebook a kernel runs, for its records (:data:`helpers.pipeline.settings.TRACE_ENV`)."""
 
 
-class _KnownSettings(logging.Filter):
-    """Papermill warns of a parameter a notebook's cell does not list; a setting is meant to reach every
-    notebook (the keys of upstream artifacts depend on it), so that warning is left out for settings."""
+def notebook_parameters(nb: Path, profile: str, parameters: dict) -> dict:
+    """What the runner hands notebook ``nb``: ``profile``, every setting in ``settings`` (the notebook's
+    :func:`helpers.pipeline.settings.given` reads it), and the parameters its cell lists by name."""
+    import papermill as pm
 
-    def filter(self, record) -> bool:
-        text = record.getMessage()
-        return not (text.startswith("Passed unknown parameter: ") and text.split(": ", 1)[1] in SETTINGS)
+    cell = set(pm.inspect_notebook(str(nb)))
+    return {"profile": profile, "settings": {k: v for k, v in parameters.items() if k in SETTINGS},
+            **{k: v for k, v in parameters.items() if k in cell}}
 
 
 @contextmanager
-def _every_setting_reaches_every_notebook():
-    quiet = _KnownSettings()
-    logging.getLogger("papermill").addFilter(quiet)
+def _notebook_named():
     try:
         yield
     finally:
-        logging.getLogger("papermill").removeFilter(quiet)
         os.environ.pop(NOTEBOOK_ENV, None)
 
 
@@ -165,9 +163,8 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
     import papermill as pm
 
     say = say or (lambda text: print(text, file=sys.stderr, flush=True))
-    parameters = {"profile": profile, **(parameters or {})}
-    settings = {k: v for k, v in parameters.items() if k != "profile"}
-    p = load_profile(profile, **{k: v for k, v in settings.items() if k in SETTINGS})
+    parameters = {k: v for k, v in (parameters or {}).items() if k != "profile"}
+    p = load_profile(profile, **{k: v for k, v in parameters.items() if k in SETTINGS})
     available = find_notebooks(None, folder)
     chosen = find_notebooks(only, folder)
     known = set(SETTINGS) | {name for nb in chosen for name in pm.inspect_notebook(str(nb))}
@@ -204,7 +201,7 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
     out_dir = p.data_path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = []
-    with kernel_environment(wait, restart), _every_setting_reaches_every_notebook():
+    with kernel_environment(wait, restart), _notebook_named():
         for nb, _ in tqdm(steps, desc=f"notebooks ({profile})", unit="nb"):
             out = out_dir / nb.name
             try:
@@ -212,7 +209,8 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
                     oom = _oom_kills()
                     os.environ[NOTEBOOK_ENV] = nb.stem
                     try:
-                        pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(nb.parent),
+                        pm.execute_notebook(str(nb), str(out), parameters=notebook_parameters(nb, profile, parameters),
+                                            cwd=str(nb.parent),
                                             progress_bar=False, log_output=log_output, extra_arguments=QUIET)
                     except pm.PapermillExecutionError as e:
                         raise RuntimeError(f"notebook {nb.stem} failed ({e.ename}: {e.evalue}); the traceback "

@@ -26,15 +26,12 @@ from .models.running import get_device, place
 from .models.sites import sites as layer_sites
 from .models.inputs import selection
 from .models.loading import model_id
-from .pipeline import costs, keys, provenance, store
+from .pipeline import costs, distributed, provenance, store
 
 log = logging.getLogger(__name__)
 
 
 MADE_BY = "01_sample (python -m helpers.run --only 01)"
-
-
-SOURCES = ("sampling", "models/registry", "models/loading", "models/families", "models/sites", "models/inputs", "images/common", "images/fashion", "images/folders", "images/batches")
 
 
 class _Stop(Exception):
@@ -116,15 +113,33 @@ def draw_positions(shapes: dict, n: int, seed: int) -> dict[str, np.ndarray]:
     return positions
 
 
-def sample_key(layers, seed: int, images: dict, model_id: str) -> dict:
-    """What a sample is made from: layers, seed, which images, which model, this code."""
-    return keys.key({"layers": list(layers), "seed": int(seed)}, {"model": model_id, "images": images}, SOURCES)
+def sample_key(p) -> dict:
+    """What profile ``p``'s sample is made from: layers, seed, which images, which model, this code.
+
+    The one key of step 1: the driver (:func:`make_sample`), each rank and provenance call it.
+    """
+    return provenance.key(__name__, {"layers": list(p.layers), "seed": int(p.seed)},
+                          {"model": model_id(p), "images": images_key(*selection(p, "sample"))})
 
 
-def sample_activations(model, dataset, layers, folder, *, indices=None, seed: int = 0,
-                       model_id: str = "unnamed", skip_bad: bool = False, batch_size: int = 256,
-                       num_workers: int = 0, device=None, profile: str = "",
-                       flush_seconds: float = 30.0, ranks=None) -> dict:
+def make_sample(p, ranks=None) -> dict:
+    """Step 1 for profile ``p``: its sample (reused when current); returns the sidecar.
+
+    ``ranks`` (default: the profile's ``nproc`` and machines, :func:`helpers.pipeline.distributed.ranks`).
+    """
+    from .models.loading import load_model
+
+    model, _ = load_model(p, train=False)
+    dataset, indices = selection(p, "sample")
+    return sample_activations(model, dataset, p.layers, p.artifact("sample"), sample_key(p), indices=indices,
+                              seed=p.seed, skip_bad=p.skip_bad_images, batch_size=p.batch_size,
+                              num_workers=p.num_workers, device=p.device, profile=p.name,
+                              ranks=distributed.ranks(p) if ranks is None else ranks)
+
+
+def sample_activations(model, dataset, layers, folder, key: dict, *, indices=None, seed: int = 0,
+                       skip_bad: bool = False, batch_size: int = 256, num_workers: int = 0, device=None,
+                       profile: str = "", flush_seconds: float = 30.0, ranks=None) -> dict:
     """Sample pre-ReLU activations of ``layers`` over ``dataset`` into ``folder``.
 
     Parameters
@@ -137,19 +152,20 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
         Artifact folder; written as ``<folder>.partial`` and renamed when done.
     indices : ndarray of shape (n,), optional
         Dataset indices to use (default: all), recorded in the locations.
+    key : dict
+        The artifact's key (:func:`sample_key` for a profile); an artifact of
+        another key at ``folder`` is not reused.
     seed : int
         Seeds the spatial positions.
-    model_id : str
-        Identifies the weights (``models.load_model``'s ``info["id"]``); a
-        sample of other weights, images, layers or seed is not reused.
     skip_bad : bool
         Leave out unreadable images (listed in the sidecar's ``bad_images``)
         instead of stopping at the first.
     ranks : helpers.pipeline.distributed.Ranks, optional
         With more than one process, each rank samples its shard of the images
         (whole batches of the one-process run) into its rows of the same
-        memory maps; the model, images and settings must be the profile's
-        (``ranks.p``), which each rank rebuilds. The files are those of one process.
+        memory maps; each rank rebuilds the model, images and settings from the
+        profile ``ranks.p`` and stops unless its :func:`sample_key` is ``key``.
+        The files are those of one process.
 
     Returns
     -------
@@ -173,9 +189,8 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
         raise ValueError("no images to sample: the dataset or the selection (indices, n_sample) is empty.")
     sites = layer_sites(model, layers, example(dataset, indices).to(device))
     shapes = {name: s.shape for name, s in sites.items()}
-    key = sample_key(layers, seed, images_key(dataset, indices), model_id)
     if ranks is not None and ranks.distributed and not ranks.main:  # another machine prepares and finishes
-        return ranks.follow("helpers.sampling:sample_rank", folder, key, MADE_BY, key=key, folder=str(folder),
+        return ranks.follow(sample_rank, folder, key, MADE_BY, key=key, folder=str(folder),
                             flush_seconds=flush_seconds)
     with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
         if b.current:
@@ -185,8 +200,7 @@ def sample_activations(model, dataset, layers, folder, *, indices=None, seed: in
                 store.new_array(b.partial / f"{name}.npy", (n, shape[0]), np.float32)
         try:
             if ranks is not None and ranks.distributed:
-                ranks.launch("helpers.sampling:sample_rank", key=key, folder=str(folder),
-                             flush_seconds=flush_seconds)
+                ranks.launch(sample_rank, key=key, folder=str(folder), flush_seconds=flush_seconds)
             else:
                 _sample_slots(b.partial, model, dataset, indices, sites, seed, skip_bad, batch_size, num_workers,
                               device, flush_seconds, (0, n))
@@ -204,15 +218,13 @@ def sample_rank(p, key: dict, folder: str, flush_seconds: float = 30.0) -> None:
     layers) stops with the difference.
     """
     from .models.loading import load_model
-    from .pipeline import distributed
 
+    distributed.same_key(sample_key(p), key, "sample")
     device = distributed.device(p.device)
-    model, info = load_model(p)
+    model, _ = load_model(p, train=False)
     model = place(model, device)
     dataset, indices = selection(p, "sample")
     indices = np.asarray(indices)
-    mine = sample_key(p.layers, p.seed, images_key(dataset, indices), info["id"])
-    distributed.same_key(mine, key, "sample")
     sites = layer_sites(model, p.layers, example(dataset, indices).to(device))
     _sample_slots(Path(f"{folder}.partial"), model, dataset, indices, sites, p.seed, p.skip_bad_images,
                   p.batch_size, p.num_workers, device, flush_seconds, distributed.shard(len(indices), p.batch_size))
@@ -348,10 +360,6 @@ def open_sample(folder, layer: str, key: dict | None = None, made_by: str = MADE
     return store.open_array(folder, layer, made_by), store.open_array(folder, f"{layer}_loc", made_by)
 
 
-def _key(p) -> dict:
-    return sample_key(p.layers, p.seed, images_key(*selection(p, "sample")), model_id(p))
-
-
 def _cost(p, scale) -> costs.Cost:
     """Per layer an (n, d) float32 memory map and (n, 3) int32 locations; a batch of images and activations in
     memory (on the host: the loader's prefetched batches too); every sample image loaded and forwarded once."""
@@ -362,4 +370,8 @@ def _cost(p, scale) -> costs.Cost:
                       device=scale.param_bytes + min(p.batch_size, n) * scale.forward_bytes, work={"images": n})
 
 
-provenance.register("sample", _key, upstream=("model",), cost=_cost)
+STEP = provenance.declare(
+    __name__, "01_sample", "sample", key=sample_key, reads=("model",), build=make_sample, rank=sample_rank,
+    settings=("dataset", "data_root", "model", "layers", "sample_split", "n_sample", "seed"),
+    uses=("batch_size", "num_workers", "device", "skip_bad_images", *distributed.SETTINGS),
+    cost=_cost)

@@ -25,8 +25,8 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 dataset = None  # "fashion_mnist" | "imagenet" | "imagefolder"
 data_root = None  # ImageNet folder with train/ and val/ (paper profile)
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
@@ -45,18 +45,26 @@ nproc = None  # processes on this machine (one per GPU); >1: torch.distributed r
 nnodes = None  # machines taking part (torchrun's --nnodes)
 node_rank = None  # this machine's place among them (torchrun's --node-rank)
 rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, dataset=dataset, data_root=data_root, model=model, layers=layers,
+    sample_split=sample_split, n_sample=n_sample, retrain=retrain, train_epochs=train_epochs,
+    train_limit=train_limit, batch_size=batch_size, num_workers=num_workers, seed=seed, device=device,
+    skip_bad_images=skip_bad_images, nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+    rdzv_endpoint=rdzv_endpoint, data_dir=data_dir, figures_dir=figures_dir,
+)
 p
 
 # %%
 import pandas as pd
 
 from helpers import models, sampling
-from helpers.pipeline import distributed, provenance
 
 # %% [markdown]
 # ## The network
@@ -73,13 +81,7 @@ if info.get("compared"):
 # ## One forward pass per batch, all layers captured pre-ReLU
 
 # %%
-images, indices = models.selection(p, "sample")
-meta = sampling.sample_activations(
-    net, images, p.layers, p.artifact("sample"),
-    indices=indices, seed=p.seed, model_id=info["id"], skip_bad=p.skip_bad_images,
-    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, profile=p.name,
-    ranks=distributed.ranks(p),
-)
+meta = sampling.make_sample(p)
 if meta["bad_images"]:
     print(f"{len(meta['bad_images'])} unreadable image(s) skipped, e.g. {meta['bad_images'][0]['path']}")
 pd.DataFrame([{"layer": k, "output shape": tuple(v), "samples": meta["files"][f"{k}.npy"]["shape"][0]}

@@ -27,8 +27,8 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
@@ -40,23 +40,28 @@ sae_k = None  # SAE: active latents per input (TopK)
 sae_epochs = None  # SAE: training epochs
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, bases=bases, pca_chunk=pca_chunk,
+    ica_components=ica_components, nmf_components=nmf_components, sae_latents=sae_latents, sae_k=sae_k,
+    sae_epochs=sae_epochs, seed=seed, device=device, data_dir=data_dir, figures_dir=figures_dir,
+)
 p
 
 # %%
-from helpers import bases, plots, reference
+from helpers import bases as fitting, plots, reference
 from helpers.pipeline import provenance
 
 # %%
-meta = bases.fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, chunk_size=p.pca_chunk,
-                             profile=p.name, sample_key=provenance.expected(p, "sample"), kinds=p.bases,
-                             settings=bases.learned_settings(p), device=p.device)
-table, curves = bases.explained_variance_table(p.artifact("bases"), p.layers,
-                                               key=provenance.expected(p, "bases"))
+provenance.ensure_reads(p, "02")
+meta = fitting.make_bases(p)
+table, curves = fitting.explained_variance_table(p.artifact("bases"), p.layers, key=provenance.expected(p, "bases"))
 p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("explained_variance_counts.csv"), index=False)
 table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.layers)].astype("Int64")
@@ -67,15 +72,13 @@ table.pivot(index="layer", columns="curve", values=["k80", "k99"]).loc[list(p.la
 # curve at every k where the published figure has a point, and the 80 %/99 % counts.
 
 # %%
-published = reference.explained_variance() if reference.applies(p.model) else None
+published = reference.explained_variance() if p.published else None
 fig = plots.explained_variance(curves, published=published)
 plots.save(fig, p.figure("fig05_explained_variance"))
-outputs = ["fig05_explained_variance.png", "fig05_explained_variance.pdf", "explained_variance_counts.csv"]
 if published is not None:
     differences = reference.explained_variance_vs_published(curves, table, published)
     differences.to_csv(p.figure("explained_variance_vs_published.csv"), index=False)
-    outputs.append("explained_variance_vs_published.csv")
-provenance.record_outputs(p, "02_pca", outputs, ["bases"])
+provenance.record_outputs(p, "02")
 
 # %% [markdown]
 # On the paper profile, the reproduced counts beside the paper's. The labels printed on Fig. 5
@@ -83,7 +86,7 @@ provenance.record_outputs(p, "02_pca", outputs, ["bases"])
 # the paper's number of vectors is one more (`paper_k80`, `paper_k99`, comparable to `k80`, `k99`).
 
 # %%
-if reference.applies(p.model):
+if p.published:
     variance = differences[differences.measure == "variance"]
     print(reference.summary(variance, "Fig. 5 vs published (variance explained at the published k)"))
     display(reference.counts_beside_paper(table))

@@ -21,10 +21,11 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 eval_split = None  # the split the index, ablation and 08 read
 n_eval = None  # eval images (a seeded subset); None: the whole split
 index_kind = None  # "flat" (exact) or "ivf"
@@ -39,11 +40,19 @@ nproc = None  # processes on this machine (one per GPU); >1: torch.distributed r
 nnodes = None  # machines taking part (torchrun's --nnodes)
 node_rank = None  # this machine's place among them (torchrun's --node-rank)
 rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, bases=bases, eval_split=eval_split, n_eval=n_eval,
+    index_kind=index_kind, index_cap=index_cap, nlist=nlist, batch_size=batch_size, num_workers=num_workers,
+    seed=seed, device=device, skip_bad_images=skip_bad_images, nproc=nproc, nnodes=nnodes,
+    node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, data_dir=data_dir, figures_dir=figures_dir,
+)
 p
 
 # %%
@@ -51,28 +60,13 @@ import logging
 
 import pandas as pd
 
-from helpers import bases, models, sampling, search
-from helpers.pipeline import distributed, provenance
+from helpers import search
+from helpers.pipeline import provenance
 
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
 # %%
-net, info = models.load_model(p, train=False)
-images, indices = models.selection(p, "eval")
-bases_meta, bases_key = provenance.require(p, "bases"), provenance.expected(p, "bases")
-means = {layer: bases.load_basis(p.artifact("bases"), layer, key=bases_key).mean_ for layer in p.layers}
-train = sample_hash = None
-if p.index_kind == "ivf":  # the quantiser is trained on the sample
-    sample_key = provenance.expected(p, "sample")
-    train = {layer: sampling.open_sample(p.artifact("sample"), layer, sample_key)[0] for layer in p.layers}
-    sample_hash = provenance.require(p, "sample")["hash"]
-
-meta = search.index_activations(
-    net, images, p.layers, means, p.artifact("index"),
-    indices=indices, cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, train=train, seed=p.seed,
-    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, model_id=info["id"],
-    bases_hash=bases_meta["hash"], sample_hash=sample_hash, skip_bad=p.skip_bad_images, profile=p.name,
-    ranks=distributed.ranks(p),
-)
+provenance.ensure_reads(p, "03")
+meta = search.make_index(p)  # vectors centred with the PCA means; an IVF quantiser trained on the sample
 pd.DataFrame([{"layer": k, "output shape": tuple(v), "indexed vectors": meta["vectors"][k]}
               for k, v in meta["shapes"].items()])

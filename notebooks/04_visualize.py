@@ -25,10 +25,12 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
+eval_split = None  # the split the index, ablation and 08 read
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 n_show = None  # grids drawn per basis and layer
 n_study = None  # grids saved per basis and layer (the study's stimuli)
 n_targets = None  # points along a basis vector (grid columns)
@@ -39,11 +41,19 @@ token_margin = None  # ViT: patches of context around a token's patch
 adjacent_repeats = None  # "allow" (the paper's) | "patch" | "image" (none in two adjacent columns) | "grid" (none twice)
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, eval_split=eval_split, bases=bases, n_show=n_show,
+    n_study=n_study, n_targets=n_targets, n_neighbours=n_neighbours, nprobe=nprobe, thumb=thumb,
+    token_margin=token_margin, adjacent_repeats=adjacent_repeats, seed=seed, device=device, data_dir=data_dir,
+    figures_dir=figures_dir,
+)
 p
 
 # %%
@@ -61,17 +71,15 @@ from helpers.pipeline import provenance
 # figures show the top `n_show`.
 
 # %%
-vis = explorer.visualizer_for(p)
-meta = grids.make_grids(vis, p.artifact("grids"), provenance.expected(p, "grids"),
-                            max(p.n_show, p.n_study), profile=p.name)
+provenance.ensure_reads(p, "04")
+meta = grids.make_grids(p)
+vis = grids.visualizer_for(p)
 for layer in tqdm(p.layers, desc="figures per layer"):
     shown = grids.saved_grids(vis, p.artifact("grids"), layer, p.n_show)
     fig = plots.basis_grids(layer, shown)
     plots.save(fig, p.figure(f"fig_grids_{layer}"))
     if layer != p.layers[0]:
         plt.close(fig)
-provenance.record_outputs(p, "04_visualize", [f"fig_grids_{layer}.{ext}" for layer in p.layers
-                                              for ext in ("png", "pdf")], ["grids", "bases"])
 
 # %% [markdown]
 # ## Fig. 12: distance minimisation vs activation maximisation
@@ -79,6 +87,7 @@ provenance.record_outputs(p, "04_visualize", [f"fig_grids_{layer}.{ext}" for lay
 # %%
 fig = plots.toy_distance_vs_activation(grids.toy_example(seed=p.seed))
 plots.save(fig, p.figure("fig12_toy_distance_vs_activation"))
+provenance.record_outputs(p, "04")
 
 # %% [markdown]
 # ## Explorer

@@ -24,10 +24,11 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 eval_split = None  # the split the index, ablation and 08 read
 n_eval = None  # eval images (a seeded subset); None: the whole split
 ablation_eval = None  # eval images of the sweep (a seeded subset of n_eval); None: all
@@ -42,38 +43,37 @@ nproc = None  # processes on this machine (one per GPU); >1: torch.distributed r
 nnodes = None  # machines taking part (torchrun's --nnodes)
 node_rank = None  # this machine's place among them (torchrun's --node-rank)
 rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, bases=bases, eval_split=eval_split, n_eval=n_eval,
+    ablation_eval=ablation_eval, ablation_dense=ablation_dense, batch_size=batch_size,
+    num_workers=num_workers, seed=seed, device=device, precision=precision, skip_bad_images=skip_bad_images,
+    nproc=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, data_dir=data_dir,
+    figures_dir=figures_dir,
+)
 p
 
 # %%
 import pandas as pd
 
-from helpers import ablation, bases, models, plots, reference
-from helpers.pipeline import distributed, provenance
+from helpers import ablation, models, plots, reference
+from helpers.pipeline import provenance
 
 # %%
-net, info = models.load_model(p, train=False)
+provenance.ensure_reads(p, "05")
+table = pd.DataFrame(ablation.make_ablation(p))
 images, indices = models.selection(p, "ablation")
-bases_meta, bases_key = provenance.require(p, "bases"), provenance.expected(p, "bases")
-fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, bases_key) for layer in p.layers}
-
-# %%
-rows = ablation.sweep(
-    net, images, p.layers, fitted, p.artifact("ablation"), dense=p.ablation_dense,
-    indices=indices, model_id=info["id"], bases_hash=bases_meta["hash"], skip_bad=p.skip_bad_images,
-    batch_size=p.batch_size, num_workers=p.num_workers, device=p.device, precision=p.precision, profile=p.name,
-    ranks=distributed.ranks(p),
-)
-table = pd.DataFrame(rows)
 p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("ablation.csv"), index=False)
 original = table[table.n_ablated == 0].top1.iloc[0]
 print(f"original top-1 accuracy on {len(indices)} eval images: {100 * original:.2f} %")
-if reference.applies(p.model):
+if p.published:
     print(f"the paper's (torchvision AlexNet, ImageNet val): {100 * reference.ALEXNET_TOP1:.2f} %")
 
 # %% [markdown]
@@ -83,17 +83,15 @@ if reference.applies(p.model):
 # vertex exists, without interpolating.
 
 # %%
-published = reference.ablation() if reference.applies(p.model) else None
+published = reference.ablation() if p.published else None
 fig = plots.ablation(table, published=published)
 plots.save(fig, p.figure("fig06_ablation"))
-outputs = ["fig06_ablation.png", "fig06_ablation.pdf", "ablation.csv"]
 if published is not None:
     differences = reference.ablation_vs_published(table, published)
     differences.to_csv(p.figure("ablation_vs_published.csv"), index=False)
-    outputs.append("ablation_vs_published.csv")
     print(reference.summary(differences, "Fig. 6 vs published (top-1 at the published vertices)"),
           "The published curves lack the vertices their export dropped: those counts are not compared.")
-provenance.record_outputs(p, "05_ablation", outputs, ["ablation"])
+provenance.record_outputs(p, "05")
 
 # %% [markdown]
 # Accuracy after ablating the top 1, 4 and 16 basis vectors of each basis:

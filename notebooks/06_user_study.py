@@ -28,11 +28,16 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 n_study = None  # grids saved per basis and layer (the study's stimuli)
+n_targets = None  # points along a basis vector (grid columns)
+n_neighbours = None  # patches per point (grid rows)
+thumb = None  # patch thumbnail side (pixels)
+token_margin = None  # ViT: patches of context around a token's patch
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
 device = None  # "cuda", "cpu"; None: CUDA when available (the machine scores' search and similarity)
 mis_similarity = None  # held-out-query score: "pixels" | "model:<name>" (another network) | "dreamsim"
@@ -40,11 +45,19 @@ mis_alpha = None  # its sigmoid's slope; None: the published 0.16 for dreamsim, 
 mis_bands = None  # difficulty bands, e.g. "0.01,0.05,0.2": tasks drawn from the top/bottom q of the codes
 mis_tasks = None  # tasks per basis vector and band
 mis_references = None  # reference patches per side of a task
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, bases=bases, n_study=n_study, n_targets=n_targets,
+    n_neighbours=n_neighbours, thumb=thumb, token_margin=token_margin, seed=seed, device=device,
+    mis_similarity=mis_similarity, mis_alpha=mis_alpha, mis_bands=mis_bands, mis_tasks=mis_tasks,
+    mis_references=mis_references, data_dir=data_dir, figures_dir=figures_dir,
+)
 p
 
 # %%
@@ -61,7 +74,8 @@ from helpers.study import app as study_app, observers
 # same; stimuli that participants have answered are never replaced.
 
 # %%
-meta = study.make_stimuli(p, provenance.expected(p, "grids"))
+provenance.ensure_reads(p, "06")
+meta = study.make_stimuli(p)
 stimuli_key = provenance.expected(p, "stimuli")
 stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"), stimuli_key)
 print(f"{meta['n_stimuli']} stimuli, {stimuli_hash[:19]}…")
@@ -76,7 +90,7 @@ stimuli.groupby(["layer", "basis"], sort=False).size().unstack()
 trial = study.trial_list(stimuli, "example", p.seed)[0]
 fig = plots.study_trial(p.artifact("stimuli"), trial, study_app.INSTRUCTION)
 plots.save(fig, p.figure("fig14_study_trial"))
-provenance.record_outputs(p, "06_user_study", ["fig14_study_trial.png", "fig14_study_trial.pdf"], ["stimuli"])
+provenance.record_outputs(p, "06")
 
 # %% [markdown]
 # ## The machine observer
@@ -112,11 +126,9 @@ machine.pivot_table(index="basis", columns="layer", values="correct", sort=False
 # 07 draws them as `fig_machine_interpretability`.
 
 # %%
-from helpers.explorer import visualizer_for
 from helpers.study import machine
 
-vis = visualizer_for(p)
-meta = machine.make_machine(vis, provenance.expected(p, "machine"), profile=p.name, device=p.device)
+meta = machine.make_machine(p)
 scores, grid_answers = machine.load_machine(p, provenance.expected(p, "machine"))
 print(f"similarity {meta['similarity']}, alpha {meta['alpha'] if meta['alpha'] is not None else 'hard choice'}")
 scores.pivot_table(index="basis", columns="layer", values="score", sort=False).round(2)

@@ -31,17 +31,24 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 mis_similarity = None  # the held-out-query score's similarity (it names its measure)
 seed = None  # every seeded choice (subsets, shuffles, learned bases)
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, bases=bases, mis_similarity=mis_similarity, seed=seed,
+    data_dir=data_dir, figures_dir=figures_dir,
+)
 p
 
 # %%
@@ -90,8 +97,6 @@ table
 # %%
 tests = analysis.paired_tests(responses)
 tests.to_csv(p.figure("user_study_tests.csv"), index=False)
-provenance.record_outputs(p, "07_user_study_analysis", ["user_study_accuracy.csv", "user_study_tests.csv"],
-                          ["stimuli"])
 tests
 
 # %% [markdown]
@@ -104,17 +109,14 @@ tests
 # sets them side by side.
 
 # %%
-published = reference.user_study() if reference.applies(p.model) else None
+published = reference.user_study() if p.published else None
 if len(table):
     fig = plots.user_study(table, published=published)
     plots.save(fig, p.figure("fig07_user_study"))
-    outputs = ["fig07_user_study.png", "fig07_user_study.pdf"]
     if published is not None:
         differences = reference.user_study_vs_published(table, published)
         differences.to_csv(p.figure("user_study_vs_published.csv"), index=False)
-        outputs.append("user_study_vs_published.csv")
         print(reference.summary(differences, "Fig. 7 vs published (accuracy per observer, layer and basis)"))
-    provenance.record_outputs(p, "07_user_study_analysis", outputs, ["stimuli"])
 else:
     print("No responses yet: nothing to plot.")
 
@@ -141,6 +143,5 @@ machine_table = machine.interpretability_table(scores, grid_answers, p.mis_simil
 machine_table.to_csv(p.figure("machine_interpretability.csv"), index=False)
 fig = plots.machine_interpretability(machine_table)
 plots.save(fig, p.figure("fig_machine_interpretability"))
-provenance.record_outputs(p, "07_user_study_analysis", ["machine_interpretability.csv",
-                          "fig_machine_interpretability.png", "fig_machine_interpretability.pdf"], ["machine"])
+provenance.record_outputs(p, "07")
 machine_table.pivot_table(index=["measure", "basis"], columns="layer", values="score", sort=False).round(2)

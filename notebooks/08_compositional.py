@@ -41,10 +41,11 @@
 
 # %% tags=["parameters"]
 profile = "quick"  # "smoke" | "quick" | "paper"
-# The settings this step reads (None keeps the profile's value). Any other setting reaches it too, from the
-# runner or papermill (-p name=value): see docs/notebooks.md.
+# The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
+# the runner fills with every setting it is given (docs/notebooks.md).
 model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
+bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 eval_split = None  # the split the index, ablation and 08 read
 n_eval = None  # eval images (a seeded subset); None: the whole split
 concepts = None  # 08: "fashion" (Fashion-MNIST annotator) | "broden"; None: "auto"
@@ -70,26 +71,33 @@ nproc = None  # processes on this machine (one per GPU); >1: the unit maps on to
 nnodes = None  # machines taking part (torchrun's --nnodes)
 node_rank = None  # this machine's place among them (torchrun's --node-rank)
 rdzv_endpoint = None  # "host:port" of machine 0 (torchrun's --rdzv-endpoint)
+data_dir = None  # artifacts' folder; None: data/<profile>
+figures_dir = None  # figures' and tables' folder; None: figures/<profile>
+settings = {}  # other settings by name, e.g. {"sae_epochs": 3} for the bases this notebook reads
 
 # %%
 from helpers import pipeline
 
-p = pipeline.given(profile, globals())
+p = pipeline.given(
+    profile, settings, model=model, layers=layers, bases=bases, eval_split=eval_split, n_eval=n_eval,
+    concepts=concepts, broden_root=broden_root, broden_subset=broden_subset,
+    broden_categories=broden_categories, mask_size=mask_size, n_probe=n_probe, quantile=quantile, beam=beam,
+    max_length=max_length, candidates=candidates, formula_search=formula_search, n_explain=n_explain,
+    n_study=n_study, explain_all_neurons=explain_all_neurons, ablation_eval=ablation_eval,
+    batch_size=batch_size, num_workers=num_workers, seed=seed, device=device, nproc=nproc, nnodes=nnodes,
+    node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, data_dir=data_dir, figures_dir=figures_dir,
+)
 p
 
 # %%
 import pandas as pd
 
-from helpers import bases, explain, models, plots
+from helpers import explain, plots
 from helpers.pipeline import provenance
 
 # %%
-net, info = models.load_model(p, train=False)
-bases_key = provenance.expected(p, "bases")
-fitted = {layer: bases.layer_bases(p.artifact("bases"), layer, p.bases, bases_key) for layer in p.layers}
-
-# %%
-units = pd.DataFrame(explain.explain(net, p, fitted))
+provenance.ensure_reads(p, "08")
+units = pd.DataFrame(explain.make_explanations(p))
 meta = provenance.require(p, "compositional")
 if meta.get("skipped_layers"):
     print(f"skipped (no spatial map): {', '.join(meta['skipped_layers'])}")
@@ -158,19 +166,16 @@ units.groupby("basis")[[f"iou_max_length_{k}" for k in lengths]].mean()
 images, indices, concepts = explain.probe(p)
 shown = []
 for layer in list(dict.fromkeys(units.layer))[-3:]:
-    ex = explain.examples(p.artifact("compositional"), layer)
-    rows = units.index[units.layer == layer]
     for basis in ("pca", "neuron"):
-        mine = units.loc[rows][units.loc[rows].basis == basis]
+        mine = units[(units.layer == layer) & (units.basis == basis)]
         if not len(mine) or mine.iou.max() <= 0:
             continue
-        r = mine.iou.idxmax()
-        j = list(rows).index(r)
-        u = units.loc[r]
+        u = mine.loc[mine.iou.idxmax()]
+        ex = explain.examples(p.artifact("compositional"), u)  # picked by the unit's id
         name = f"PC {u.component}{u.sign}" if basis == "pca" else f"neuron {u.neuron}"
         shown.append({"title": f"{layer} {name}: {u.formula} (IoU {u.iou:.2f})",
-                      "images": [images.display(int(i)) for i in ex["probe_index"][j]],
-                      "masks": list(ex["mask"][j]), "formula_masks": list(ex["formula_mask"][j])})
+                      "images": [images.display(int(i)) for i in ex["probe_index"]],
+                      "masks": list(ex["mask"]), "formula_masks": list(ex["formula_mask"])})
 fig = plots.compositional_examples(shown)
 plots.save(fig, p.figure("fig_compositional_examples"))
 
@@ -185,10 +190,5 @@ plots.save(fig, p.figure("fig_compositional_examples"))
 # %%
 rho = explain.importance(units)
 rho.to_csv(p.figure("compositional_vs_ablation.csv"), index=False)
-names = [f"{n}.{x}" for n in ("fig_compositional_iou", "fig_compositional_iou_by_length",
-                              "fig_compositional_examples") for x in ("png", "pdf")]
-tables = ["compositional_explanations.csv", "compositional_vs_ablation.csv"]
-tables += ["compositional_optimality.csv"] if p.formula_search == "optimal" else []
-provenance.record_outputs(p, "08_compositional", names + tables,
-                          ["model", "bases", "compositional"])
+provenance.record_outputs(p, "08")
 rho

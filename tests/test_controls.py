@@ -30,7 +30,8 @@ def test_untrained_network_and_random_basis_through_02_to_08(tmp_path):
     untrained = load_profile("smoke", model="mini_vit:untrained", bases="pca,neuron,random", **settings)
     check_standin_run(trained, {"pca", "neuron", "random"})
     assert untrained.data_path != trained.data_path and not untrained.artifact("model").exists()  # nothing trained
-    for name in controls.TABLES:
+    assert sorted(controls.tables()) == ["ablation", "compositional", "explained_variance", "machine_interpretability"]
+    for name in controls.tables():
         table = pd.read_csv(folder / f"controls_{name}.csv")
         assert set(table.weights) == {"trained", "untrained"}, name
         assert set(table.model) == {"mini_vit"}

@@ -31,20 +31,20 @@ def test_each_artifacts_disk_estimate_is_within_its_margin_of_the_bytes_written(
     """Every basis (ICA, NMF, SAE, random too), grey grids and stimuli, the machine scores, 08's masks."""
     s = estimate.scale(smoke)
     report = {}
-    for artifact in provenance.ARTIFACTS:
+    for artifact in provenance.artifacts():
         cost = provenance.cost(smoke, artifact, s)
         if cost is None:  # the stand-in's training: no estimate
             continue
         wrote = sum(f.stat().st_size for f in smoke.artifact(artifact).rglob("*") if f.is_file())
         report[artifact] = (cost.disk, wrote)
     print(report)
-    assert set(report) == set(provenance.ARTIFACTS) - {"model"}
+    assert set(report) == set(provenance.artifacts()) - {"model"}
     assert [a for a, (e, w) in report.items() if abs(e - w) > max(DISK_MARGIN * w, DISK_SLACK)] == []
 
 
 def test_costs_count_only_what_a_run_would_write(smoke):
     """A current artifact is reused: its step writes nothing."""
-    assert all(c.disk == 0 and not c.work for c in estimate.costs(smoke, list(provenance.STEPS)).values())
+    assert all(c.disk == 0 and not c.work for c in estimate.costs(smoke, list(provenance.notebooks())).values())
 
 
 def test_adding_costs_is_doing_the_steps_in_turn():

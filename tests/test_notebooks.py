@@ -1,4 +1,5 @@
-"""The notebooks: committed clean, paired with their .py, and run headless by papermill."""
+"""The notebooks: committed clean, paired with their .py, and run headless by papermill (those committed at
+HEAD: :func:`tests.conftest.notebooks_folder`)."""
 import ast
 import json
 import re
@@ -18,9 +19,10 @@ from helpers import run
 from helpers.pipeline import provenance
 from helpers.pipeline.settings import ROOT, SETTINGS
 from standins import check_standin_run
+from tests.conftest import notebooks_folder, runner_command
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(notebooks_folder().glob("*.ipynb")), ids=lambda p: p.stem)
 def test_notebook_is_clean_paired_and_has_one_literal_parameters_cell(path):
     nb = nbformat.read(path, as_version=4)
     assert not any(c.get("outputs") or c.get("execution_count") for c in nb.cells if c.cell_type == "code")
@@ -30,8 +32,8 @@ def test_notebook_is_clean_paired_and_has_one_literal_parameters_cell(path):
     assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
     assert set(declared) == assigned, "papermill cannot parse a line of the parameters cell (an '=' in a comment?)"
     own = {"min_rt_ms"} if path.stem == "study_app" else set()  # the app's own parameter
-    assert "profile" in declared and set(declared) - {"profile"} - own <= set(SETTINGS) - {"data_dir", "figures_dir"}, \
-        "a parameters cell lists the profile and settings of its step (data_dir, figures_dir: injected)"
+    assert "profile" in declared and "settings" in declared and set(declared) - {"profile", "settings"} - own \
+        <= set(SETTINGS), "a parameters cell lists the profile, settings of its step and the dict of others"
     assert all(p["inferred_type_name"] in ("str", "None", "int", "float", "bool") for p in declared.values())
     paired = jupytext.read(path.with_suffix(".py"))
     assert [c.source for c in paired.cells] == [c.source for c in nb.cells], \
@@ -40,15 +42,15 @@ def test_notebook_is_clean_paired_and_has_one_literal_parameters_cell(path):
 
 def cell_settings(number: str) -> set:
     """The settings a numbered notebook's parameters cell lists."""
-    path = next((ROOT / "notebooks").glob(f"{number}_*.ipynb"))
-    return set(pm.inspect_notebook(str(path))) - {"profile"}
+    path = next(notebooks_folder().glob(f"{number}_*.ipynb"))
+    return set(pm.inspect_notebook(str(path))) - {"profile", "settings"}
 
 
 def upstream_steps(number: str) -> set:
     """The notebooks that make what a notebook reads, and what those read, recursively."""
     found = set()
-    for artifact in provenance.STEPS[number].reads:
-        maker = provenance.PRODUCER[artifact]
+    for artifact in provenance.notebooks()[number].reads:
+        maker = provenance.producer(artifact).number
         found |= {maker} | upstream_steps(maker)
     return found
 
@@ -65,14 +67,14 @@ def test_every_setting_a_notebook_reads_is_in_its_cell_or_an_upstream_steps(smok
     """A notebook's cell lists what its step reads; what else it reads keys the artifacts it is given (the
     cells of the notebooks that make them list it), or says where files go. Recorded on the smoke run."""
     traces = Path(smoke.data_dir).parent / "settings"
-    for number in provenance.STEPS:
-        read = set((traces / f"{provenance.STEPS[number].notebook}.txt").read_text().split())
+    for number, nb in provenance.notebooks().items():
+        read = set((traces / f"{nb.notebook}.txt").read_text().split())
         allowed = cell_settings(number) | INJECTED
         for up in upstream_steps(number) | ALSO_READS.get(number, set()):
             allowed |= cell_settings(up)
-        assert read - allowed == set(), f"{provenance.STEPS[number].notebook} reads settings of no step before it"
+        assert read - allowed == set(), f"{nb.notebook} reads settings of no step before it"
         assert cell_settings(number) - read <= OPTIONAL.get(number, set()), \
-            f"{provenance.STEPS[number].notebook}'s cell lists settings its step did not read on the smoke profile"
+            f"{nb.notebook}'s cell lists settings its step did not read on the smoke profile"
 
 
 def test_the_cell_check_can_fail(tmp_path):
@@ -164,9 +166,10 @@ def test_explorer_shows_the_chosen_grid(smoke, tmp_path):
 
 def test_explorer_on_a_profile_without_artifacts_loads_no_model(tmp_path, monkeypatch):
     from helpers import explorer as ex
+    from helpers.grids import visualize
     from helpers.pipeline.settings import load_profile
 
-    monkeypatch.setattr(ex, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(visualize, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     panel = ex.explorer(profile=load_profile("paper", data_dir=str(tmp_path)))
     label, picture = panel.children[2], panel.children[3]
     assert "profile paper has no sample for alexnet yet: run 01_sample" in label.value
@@ -259,10 +262,10 @@ def test_06_07_machine_scores_of_every_basis_the_random_one_too(smoke):
     expected = mis.score(mis.deltas(E, tasks, "rms"), None)
     got = scores[(scores.layer == layer) & (scores.basis == basis) & (scores.component == 1) & (scores.band == q)]
     assert got.score.iloc[0] == pytest.approx(expected, abs=1e-12)
-    # another band is another key: the artifact is refused, not reused
+    # another band is another key: another folder, never this artifact
     other = load_profile("smoke", **{**{k: getattr(p, k) for k in ("data_dir", "figures_dir", "bases")},
                                      "mis_bands": "0.1,0.3"})
-    assert provenance.status(other, "machine")[0] == "stale"
+    assert provenance.status(other, "machine")[0] == "missing" and other.artifact("machine") != p.artifact("machine")
 
 
 def _parse(text, concepts):
@@ -345,11 +348,10 @@ def test_all_eight_notebooks_run_for_mini_resnet(tmp_path):
     """The runner (papermill) on smoke, 01-08, with a residual network (its shipped weights: training is tested
     on mini_alexnet). The vision transformer runs 01-08 in tests/test_controls.py, trained and untrained."""
     import subprocess
-    import sys
 
     model = "mini_resnet"
     dirs = {"data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures")}
-    cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "-p", f"model={model}", "-p", "retrain=False",
+    cmd = [*runner_command(), "--profile", "smoke", "-p", f"model={model}", "-p", "retrain=False",
            *(a for k, v in dirs.items() for a in ("-p", f"{k}={v}"))]
     done = subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -362,7 +364,7 @@ def test_08_optimal_search_keeps_the_beam_beside_a_certified_optimum(copy):
     """formula_search='optimal' remakes only 08; every unit's optimum is at least its beam formula."""
     from helpers.pipeline.settings import load_profile
 
-    before = pd.read_csv(copy.data / "compositional" / "units.csv", keep_default_na=False)
+    before = pd.read_csv(copy.artifact("compositional") / "units.csv", keep_default_na=False)
     said = []
     run.run("smoke", only=["08"], parameters={**copy.params, "formula_search": "optimal"}, say=said.append)
     assert said[0] == f"plan (smoke, {copy.data}): 08_compositional"

@@ -16,6 +16,7 @@ import pytest
 from helpers import run
 from helpers.pipeline import kernels, keys, locks, provenance, store
 from helpers.pipeline.settings import ROOT, load_profile
+from tests.conftest import notebooks_folder, runner_command
 
 
 def test_parse_parameters_reads_literals_and_strings():
@@ -109,7 +110,8 @@ def test_08_without_concepts_is_refused_unless_left_out(tmp_path, tiny_imagenet,
                    "07_user_study_analysis"]
     from helpers import verify
 
-    assert "compositional" not in [a for a, _, _ in verify.report(load_profile("paper", data_dir=str(data)))]
+    assert "compositional" not in [a for a, _, _ in verify.report(load_profile("paper", data_dir=str(data),
+                                                                                  data_root=str(tiny_imagenet)))]
 
 
 def test_the_dry_run_prints_each_steps_cost_and_what_a_run_fetches(tmp_path, tiny_imagenet, capsys, monkeypatch):
@@ -167,50 +169,60 @@ def test_the_runner_is_quiet_one_bar_then_where_the_outputs_are(copy, capfd):
     assert out == ""
 
 
-def test_a_stale_upstream_is_refused_and_the_runner_reruns_what_is_stale(copy):
+def test_an_upstream_of_other_settings_is_never_read_and_the_runner_makes_what_is_missing(copy):
     """Before: bases fitted to the old 320-image sample were used by 03-05 after 01 made a 200-image one."""
-    shutil.rmtree(copy.data / "sample")
     said = []
     run.run("smoke", only=["01"], parameters={**copy.params, "n_sample": 200}, say=said.append)
-    p = load_profile("smoke", **copy.params, n_sample=200)
-    with pytest.raises(store.StaleArtifactError, match=r"bases is stale: it was made from sample='sha256:.*' \(now "
-                                                       r"'sha256:.*'\)\. Rerun 02_pca"):
-        provenance.require(p, "bases")
-    with pytest.raises(pm.PapermillExecutionError) as e:  # 03 alone refuses too
-        pm.execute_notebook(str(ROOT / "notebooks" / "03_index.ipynb"), str(copy.data / "03.ipynb"),
-                            parameters={"profile": "smoke", **copy.params, "n_sample": 200},
-                            cwd=str(ROOT / "notebooks"), progress_bar=False)
-    assert e.value.ename == "StaleArtifactError" and "bases is stale" in e.value.evalue
-    assert "Rerun 02_pca" in e.value.evalue
+    p, old = load_profile("smoke", **copy.params, n_sample=200), load_profile("smoke", **copy.params)
+    assert p.artifact("sample") != old.artifact("sample")  # side by side
+    with pytest.raises(store.MissingArtifactError, match=r"no artifact at .*bases.*; make it first with 02_pca"):
+        provenance.require(p, "bases")  # the bases of the 320-image sample are not these settings'
     said.clear()
     run.run("smoke", only=["03"], parameters={**copy.params, "n_sample": 200}, say=said.append)
     assert said[0].startswith("plan (smoke") and "02_pca, 03_index" in said[0]
-    assert "02_pca runs first: bases is stale: made from sample=" in said[1]
+    assert "02_pca runs first: bases is missing: not made yet for these settings" in said[1]
     for artifact in ("model", "sample", "bases", "index"):
         assert provenance.status(p, artifact)[0] == "current", artifact
+        assert provenance.status(old, artifact)[0] == "current", artifact  # the first settings' stay
     assert store.read_meta(p.artifact("bases"))["inputs"]["sample"] == store.read_meta(p.artifact("sample"))["hash"]
-    assert provenance.status(p, "grids")[0] == "stale"  # not asked for: left for a later run to remake
+    assert provenance.status(p, "grids")[0] == "missing"  # not asked for: left for a later run to make
+
+
+def test_a_notebook_run_alone_makes_what_its_settings_read(copy):
+    """Before: 04 opened in Lab after make demo failed on its first cell ("bases is stale ... rerun 02")."""
+    p = load_profile("smoke", **{**copy.params, "bases": "pca,neuron"}, n_targets=6)
+    pm.execute_notebook(str(notebooks_folder() / "04_visualize.ipynb"), str(copy.data / "04.ipynb"),
+                        parameters={"profile": "smoke", "data_dir": copy.params["data_dir"], "bases": "pca,neuron",
+                                    "n_targets": 6, "figures_dir": str(copy.figures.parent)},
+                        cwd=str(notebooks_folder()), progress_bar=False)
+    executed = (copy.data / "04.ipynb").read_text()
+    assert "bases is missing for these settings" in executed and "index is missing for these settings" in executed
+    for artifact in ("bases", "index", "grids"):
+        assert provenance.status(p, artifact)[0] == "current", artifact
+    every = load_profile("smoke", **copy.params)
+    assert all(provenance.status(every, a)[0] == "current" for a in ("bases", "index", "grids"))
 
 
 def test_other_eval_images_recompute_the_ablation(copy):
     """Before: -p n_eval=100 returned the old CSV (the sidecar recorded how many images, not which)."""
-    before = store.read_meta(copy.data / "ablation")
+    before = store.read_meta(load_profile("smoke", **copy.params).artifact("ablation"))
     said = []
     run.run("smoke", only=["05"], parameters={**copy.params, "n_eval": 100}, say=said.append)
     assert said[0] == f"plan (smoke, {copy.data}): 05_ablation"  # nothing else is stale
     assert len(said) == 2 and said[1].startswith("done: figures and tables in")
-    after = store.read_meta(copy.data / "ablation")
-    assert after["inputs"]["images"]["indices"] != before["inputs"]["images"]["indices"]
     p = load_profile("smoke", **copy.params, n_eval=100)
+    after = store.read_meta(p.artifact("ablation"))
+    assert after["inputs"]["images"]["indices"] != before["inputs"]["images"]["indices"]
     assert provenance.status(p, "ablation")[0] == "current"
-    assert provenance.status(load_profile("smoke", **copy.params), "ablation")[0] == "stale"
+    assert provenance.status(load_profile("smoke", **copy.params), "ablation")[0] == "current"  # side by side
 
 
 def test_two_runs_of_one_step_never_interleave(copy, tmp_path):
     """Before: two concurrent 05 runs both exited 0 and ablation.csv held duplicated layer blocks."""
-    expected = pd.read_csv(copy.data / "ablation" / "ablation.csv")
-    shutil.rmtree(copy.data / "ablation")
-    cmd = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "--only", "05",
+    folder = load_profile("smoke", **copy.params).artifact("ablation")
+    expected = pd.read_csv(folder / "ablation.csv")
+    shutil.rmtree(folder)
+    cmd = [*runner_command(), "--profile", "smoke", "--only", "05",
            "-p", f"data_dir={copy.data.parent}", "-p", f"figures_dir={copy.figures.parent}",
            "-p", f"bases={copy.params['bases']}"]
     logs = [tmp_path / f"run{i}.err" for i in range(3)]
@@ -234,7 +246,7 @@ def test_two_runs_of_one_step_never_interleave(copy, tmp_path):
         holder.release()
     for r, log in zip(runs, logs):
         assert r.wait(timeout=300) == 0, log.read_text()[-3000:]
-    got = pd.read_csv(copy.data / "ablation" / "ablation.csv")
+    got = pd.read_csv(folder / "ablation.csv")
     pd.testing.assert_frame_equal(got, expected)  # one sweep's rows, once: no duplicated blocks
     assert not got.duplicated(["layer", "basis", "order", "n_ablated"]).any()
 
@@ -242,15 +254,16 @@ def test_two_runs_of_one_step_never_interleave(copy, tmp_path):
 def test_a_failed_attempt_does_not_block_a_run_with_other_settings(copy):
     """Before: a failed 04's grids.partial blocked the next plain run until deleted by hand."""
     other = keys.key({"n_targets": 3}, {}, ())
+    folder = load_profile("smoke", **copy.params).artifact("grids")
     with pytest.raises(KeyboardInterrupt):
-        with store.Build(copy.data / "grids", other, "04") as b:
+        with store.Build(folder, other, "04") as b:
             (b.partial / "conv1").mkdir()
             raise KeyboardInterrupt
-    shutil.rmtree(copy.data / "grids")
+    shutil.rmtree(folder)
     run.run("smoke", only=["04"], parameters=copy.params)
-    assert store.read_meta(copy.data / "grids")["params"]["n_targets"] == 10
-    aside = list((copy.data / ".set-aside").iterdir())
-    assert [a.name.split("-")[0] for a in aside] == ["grids.partial"] and (aside[0] / "conv1").is_dir()
+    assert store.read_meta(folder)["params"]["n_targets"] == 10
+    aside = list((folder.parent / ".set-aside").iterdir())
+    assert [a.name.split("-")[0] for a in aside] == [f"{folder.name}.partial"] and (aside[0] / "conv1").is_dir()
     assert "set aside the unfinished" in (copy.data / "notebooks" / "04_visualize.ipynb").read_text()
 
 

@@ -11,7 +11,8 @@ from helpers import sampling
 from helpers.models.families import AlexNetFamily
 from helpers.models.sites import sites
 from helpers.models.standins import MiniAlexNet
-from helpers.pipeline import store
+from helpers.images.common import images_key
+from helpers.pipeline import keys, store
 from tests.conftest import RandomImages
 
 LAYER_TABLE = AlexNetFamily().aliases(torchvision.models.alexnet())
@@ -35,9 +36,16 @@ def _recompute(model, x, layer):
         return model.classifier[: i + 1](h)
 
 
+def key_of(data, layers=ALL, seed=0, indices=None, model="unnamed") -> dict:
+    """A sample's key as :func:`helpers.sampling.sample_key` makes it from a profile, from the values here."""
+    return keys.key({"layers": list(layers), "seed": seed}, {"model": model, "images": images_key(data, indices)})
+
+
 def _sample(model, data, folder, **kw):
     kw.setdefault("batch_size", 4)
-    sampling.sample_activations(model, data, kw.pop("layers", ALL), folder, **kw)
+    layers = kw.pop("layers", ALL)
+    key = key_of(data, layers, kw.get("seed", 0), kw.get("indices"))
+    sampling.sample_activations(model, data, layers, folder, key, **kw)
     return {layer: sampling.open_sample(folder, layer) for layer in kw.get("layers_read", ALL)}
 
 
@@ -110,7 +118,7 @@ def test_interrupted_sample_resumes_without_recomputing(tmp_path):
 
     broken = RandomImages(n=30, shape=(1, 28, 28), fail_at=17)
     with pytest.raises(KeyboardInterrupt):
-        sampling.sample_activations(model, broken, ALL, tmp_path / "s", seed=0, batch_size=4,
+        sampling.sample_activations(model, broken, ALL, tmp_path / "s", key_of(broken), seed=0, batch_size=4,
                                     flush_seconds=0)
     assert not (tmp_path / "s").exists() and (tmp_path / "s.partial").exists()
     progress = store.read_json(tmp_path / "s.partial" / "progress.json")
@@ -118,7 +126,7 @@ def test_interrupted_sample_resumes_without_recomputing(tmp_path):
     assert store.read_json(tmp_path / "s.partial" / "slots-0-30.json")["next"] == 16
 
     again = RandomImages(n=30, shape=(1, 28, 28))
-    sampling.sample_activations(model, again, ALL, tmp_path / "s", seed=0, batch_size=4)
+    sampling.sample_activations(model, again, ALL, tmp_path / "s", key_of(again), seed=0, batch_size=4)
     assert again.reads == 30 - 16 + 1  # the rest, plus the shape probe
     for layer in ALL:
         X, loc = sampling.open_sample(tmp_path / "s", layer)
@@ -129,11 +137,13 @@ def test_interrupted_sample_resumes_without_recomputing(tmp_path):
 def test_finished_sample_is_reused_and_other_settings_remake_it(tmp_path, capsys):
     torch.manual_seed(0)
     model, data = MiniAlexNet().eval(), RandomImages(n=8, shape=(1, 28, 28))
-    first = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)
+    first = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", key_of(data, ["conv1"]), seed=0)
     data.reads = 0
-    assert sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=0)["hash"] == first["hash"]
+    again = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", key_of(data, ["conv1"]), seed=0)
+    assert again["hash"] == first["hash"]
     assert data.reads == 1  # only the shape probe
-    other = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", seed=1)
+    other = sampling.sample_activations(model, data, ["conv1"], tmp_path / "s", key_of(data, ["conv1"], seed=1),
+                                        seed=1)
     assert other["hash"] != first["hash"] and other["params"]["seed"] == 1
     assert "remaking" in capsys.readouterr().err
     with pytest.raises(store.StaleArtifactError, match=r"seed=1 \(now 0\)"):
@@ -143,24 +153,28 @@ def test_finished_sample_is_reused_and_other_settings_remake_it(tmp_path, capsys
         sampling.open_sample(tmp_path / "s", "fc1")
 
 
-def test_other_weights_or_images_are_not_reused(tmp_path):
-    torch.manual_seed(0)
-    model, data = MiniAlexNet().eval(), RandomImages(n=8, shape=(1, 28, 28))
-    a = sampling.sample_activations(model, data, ["fc1"], tmp_path / "s", model_id="sha256:a")
-    b = sampling.sample_activations(model, data, ["fc1"], tmp_path / "s", model_id="sha256:b")
-    c = sampling.sample_activations(model, data, ["fc1"], tmp_path / "s", model_id="sha256:b", indices=[1, 2, 3])
-    assert a["created"] <= b["created"] and b["inputs"]["model"] == "sha256:b"
-    assert c["inputs"]["images"]["n"] == 3 and c["inputs"]["images"]["indices"] != b["inputs"]["images"]["indices"]
+def test_the_sample_key_names_the_weights_images_layers_and_seed_of_the_profile():
+    """One key function: other weights, images, layers or seed are another sample."""
+    from helpers.pipeline import load_profile
+
+    base = sampling.sample_key(load_profile("smoke", retrain=False))  # shipped weights: no model to train first
+    assert base["params"] == {"layers": list(load_profile("smoke").layers), "seed": 0}
+    assert base["inputs"]["images"]["n"] == 320
+    for change, where in [({"seed": 1}, "params"), ({"layers": "conv1"}, "params"), ({"n_sample": 100}, "inputs"),
+                          ({"model": "mini_resnet"}, "inputs")]:
+        other = sampling.sample_key(load_profile("smoke", retrain=False, **change))
+        assert other[where] != base[where], change
+    assert "helpers/models/running.py" in base["code"] and "helpers/sampling.py" in base["code"]
 
 
 def test_unknown_layer_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"layer .conv9. is not a module of MiniAlexNet; closest module paths: \[.conv5."):
-        sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv9"], tmp_path / "s")
+        sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv9"], tmp_path / "s", {})
 
 
 def test_empty_selection_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no images to sample"):
-        sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv1"], tmp_path / "s",
+        sampling.sample_activations(MiniAlexNet(), RandomImages(2, (1, 28, 28)), ["conv1"], tmp_path / "s", {},
                                     indices=[])
 
 
@@ -168,10 +182,10 @@ def _ranked_sample(p, folder, **kw):
     from helpers import models
     from helpers.pipeline import distributed
 
-    net, info = models.load_model(p, train=False)
+    net, _ = models.load_model(p, train=False)
     images, indices = models.selection(p, "sample")
-    return sampling.sample_activations(net, images, p.layers, folder, indices=indices, seed=p.seed,
-                                       model_id=info["id"], batch_size=p.batch_size, device=p.device, profile=p.name,
+    return sampling.sample_activations(net, images, p.layers, folder, sampling.sample_key(p), indices=indices,
+                                       seed=p.seed, batch_size=p.batch_size, device=p.device, profile=p.name,
                                        ranks=distributed.ranks(p), **kw)
 
 
@@ -182,7 +196,7 @@ def test_two_ranks_write_the_bytes_of_one_process(copy):
 
     p = load_profile("smoke", **copy.params, nproc=2)
     meta = _ranked_sample(p, copy.data / "sample-2-ranks")
-    one = copy.data / "sample"
+    one = p.artifact("sample")
     names = sorted(f.name for f in one.glob("*.npy"))
     assert names and names == sorted(meta["files"])
     for name in names:

@@ -49,7 +49,7 @@ def test_index_holds_every_position_centred_with_its_location(tmp_path):
     torch.manual_seed(0)
     model, data = MiniAlexNet().eval(), RandomImages(n=6, shape=(1, 28, 28))
     means = {"conv2": np.full(48, 0.5, np.float32), "fc1": np.zeros(256, np.float32)}
-    meta = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "ix", batch_size=4)
+    meta = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "ix", {}, batch_size=4)
     assert meta["vectors"] == {"conv2": 6 * 14 * 14, "fc1": 6}
     index, loc = search.load_index(tmp_path / "ix", "conv2", device="cpu")
     loc = np.asarray(loc)
@@ -66,8 +66,8 @@ def test_capped_index_is_a_seeded_subsample(tmp_path):
     model, data = MiniAlexNet().eval(), RandomImages(n=6, shape=(1, 28, 28))
     means = {"conv1": np.zeros(24, np.float32)}
     kw = dict(cap=500, batch_size=4, seed=0)
-    search.index_activations(model, data, ["conv1"], means, tmp_path / "a", **kw)
-    search.index_activations(model, data, ["conv1"], means, tmp_path / "b", **{**kw, "batch_size": 5})
+    search.index_activations(model, data, ["conv1"], means, tmp_path / "a", {}, **kw)
+    search.index_activations(model, data, ["conv1"], means, tmp_path / "b", {}, **{**kw, "batch_size": 5})
     a, b = (np.asarray(search.load_index(tmp_path / f, "conv1")[1]) for f in "ab")
     assert len(a) == 500
     np.testing.assert_array_equal(a, b)
@@ -79,9 +79,9 @@ def test_a_capped_index_holds_the_chosen_positions_vectors_of_the_full_one(tmp_p
     model, data = MiniAlexNet().eval(), RandomImages(n=7, shape=(1, 28, 28))
     means = {"conv2": np.full(48, 0.25, np.float32), "fc1": np.linspace(-1, 1, 256).astype(np.float32)}
     indices = np.array([0, 2, 3, 5, 6])
-    full = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "full", indices=indices,
+    full = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "full", {}, indices=indices,
                                     batch_size=2)
-    capped = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "cap", indices=indices,
+    capped = search.index_activations(model, data, ["conv2", "fc1"], means, tmp_path / "cap", {}, indices=indices,
                                       cap=101, batch_size=2, seed=3)
     assert capped["vectors"] == {"conv2": 101, "fc1": 5} and full["vectors"]["conv2"] == 5 * 14 * 14
     ids = search.choose_positions(5, 14 * 14, 101, 3)
@@ -96,7 +96,7 @@ def test_a_capped_index_holds_the_chosen_positions_vectors_of_the_full_one(tmp_p
 def test_corrupt_index_says_how_to_fix(tmp_path):
     torch.manual_seed(0)
     model, data = MiniAlexNet().eval(), RandomImages(n=2, shape=(1, 28, 28))
-    search.index_activations(model, data, ["fc3"], {"fc3": np.zeros(10)}, tmp_path / "ix")
+    search.index_activations(model, data, ["fc3"], {"fc3": np.zeros(10)}, tmp_path / "ix", {})
     with pytest.raises(ValueError, match="layer='fc1' is not indexed"):
         search.load_index(tmp_path / "ix", "fc1")
     (tmp_path / "ix" / "fc3.faiss").write_bytes(b"broken")
@@ -203,16 +203,15 @@ def test_two_ranks_make_the_index_of_one_process(copy):
     from helpers.pipeline import distributed, load_profile, provenance
 
     p = load_profile("smoke", **copy.params, nproc=2)
-    net, info = models.load_model(p, train=False)
+    net, _ = models.load_model(p, train=False)
     images, indices = models.selection(p, "eval")
     key = provenance.expected(p, "bases")
     means = {layer: bases.load_basis(p.artifact("bases"), layer, key=key).mean_ for layer in p.layers}
     folder = copy.data / "index-2-ranks"
-    meta = search.index_activations(net, images, p.layers, means, folder, indices=indices, cap=p.index_cap,
-                                    kind=p.index_kind, seed=p.seed, batch_size=p.batch_size, model_id=info["id"],
-                                    bases_hash=provenance.require(p, "bases")["hash"], profile=p.name,
-                                    ranks=distributed.ranks(p))
-    one = copy.data / "index"
+    meta = search.index_activations(net, images, p.layers, means, folder, search.index_key(p), indices=indices,
+                                    cap=p.index_cap, kind=p.index_kind, seed=p.seed, batch_size=p.batch_size,
+                                    profile=p.name, ranks=distributed.ranks(p))
+    one = p.artifact("index")
     assert sorted(meta["files"]) == sorted(f.name for f in one.iterdir() if f.name != "meta.json")
     for name in meta["files"]:  # the FAISS files hold the vectors in order: equal bytes, equal contents
         assert filecmp.cmp(one / name, folder / name, shallow=False), name

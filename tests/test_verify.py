@@ -7,13 +7,15 @@ from helpers import verify
 
 
 def test_a_same_size_overwrite_is_found_by_verify(copy, capsys):
-    path = copy.data / "sample" / "conv1.npy"
+    from helpers.pipeline import load_profile
+
+    path = load_profile("smoke", **copy.params).artifact("sample") / "conv1.npy"
     st = path.stat()
     X = np.load(path)
     np.save(path, X[::-1].copy())  # same shape, same size, other rows
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with the old time
     assert path.stat().st_size == st.st_size
-    assert verify.main(["--profile", "smoke", "-p", f"data_dir={copy.data.parent}"]) == 1
+    assert verify.main(["--profile", "smoke", "-p", f"data_dir={copy.data.parent}", "-p", f"bases={copy.params['bases']}"]) == 1
     out = capsys.readouterr().out
     assert "sample        corrupt" in out and "conv1.npy is corrupt: it was modified after it was made" in out
     assert "bases         stale    made from sample, which is corrupt (01_sample remakes it)" in out

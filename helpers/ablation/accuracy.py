@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..bases import fit as _bases  # noqa: F401  registers the bases, which a sweep is made from
+from ..bases import fit as _bases  # the bases a sweep removes; importing it declares them
 from ..images.batches import Batches
 from ..images.common import images_key
 from ..models import sites
@@ -28,7 +28,7 @@ from ..models import running
 from ..models.running import get_device, memory_format, place
 from ..models.inputs import selection
 from ..models.loading import model_id
-from ..pipeline import costs, distributed, keys, provenance, store
+from ..pipeline import costs, distributed, provenance, store
 from .removal import STACK_ROWS_DEFAULT, Removal, _checked, _site, _stacked, measured, stack_rows
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,6 @@ FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
 
 MADE_BY = "05_ablation (python -m helpers.run --only 05)"
 
-
-SOURCES = ("ablation/removal", "ablation/accuracy", "models/families", "models/sites", "images/common", "images/fashion",
-           "images/folders", "images/batches", "models/inputs")
 
 
 def count_grid(d: int, dense: bool, extra=()) -> list[int]:
@@ -232,21 +229,42 @@ def layer_counts(bases: dict, dense: bool) -> dict:
     return out
 
 
-def ablation_key(layers, images: dict, model_id: str, bases_hash: str, *, dense: bool | None = None,
-                 counts: dict | None = None, precision: str = "fp32") -> dict:
-    """What the sweep is made from: the layers, the count grid, the arithmetic (when not float32), the eval
-    images, the model, the bases."""
-    grid = {"dense": bool(dense)} if counts is None else {"counts": {k: list(map(int, v)) for k, v in counts.items()}}
-    grid.update({} if precision == "fp32" else {"precision": precision})
-    return keys.key({"layers": list(layers), **grid}, {"model": model_id, "images": images, "bases": bases_hash},
-                     SOURCES)
+def ablation_key(p) -> dict:
+    """What profile ``p``'s sweep is made from: the layers, the count grid, the arithmetic (when not float32), the
+    eval images of the sweep, the model, the bases.
+
+    The one key of the ablation step: the driver (:func:`make_ablation`), each rank and provenance call it.
+    """
+    grid = {"dense": bool(p.ablation_dense), **({} if p.precision == "fp32" else {"precision": p.precision})}
+    return provenance.key(__name__, {"layers": list(p.layers), **grid},
+                          {"model": model_id(p), "images": images_key(*selection(p, "ablation")),
+                           "bases": provenance.require(p, "bases")["hash"]})
 
 
-def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = None, dense: bool = False,
-          indices=None, model_id: str = "unnamed", bases_hash: str = "unnamed", skip_bad: bool = False,
-          profile: str = "", precision: str = "fp32", ranks=None, **kw) -> list[dict]:
+def make_ablation(p, ranks=None) -> list[dict]:
+    """The ablation step for profile ``p`` (reused when current); returns the rows of ``ablation.csv``.
+
+    ``ranks``: default the profile's (:func:`helpers.pipeline.distributed.ranks`).
+    """
+    from ..models.loading import load_model
+
+    key = ablation_key(p)  # refuses stale bases
+    model, _ = load_model(p, train=False)
+    dataset, indices = selection(p, "ablation")
+    fitted = {layer: _bases.layer_bases(p.artifact("bases"), layer, p.bases) for layer in p.layers}
+    return sweep(model, dataset, p.layers, fitted, p.artifact("ablation"), key, dense=p.ablation_dense,
+                 indices=indices, skip_bad=p.skip_bad_images, profile=p.name, precision=p.precision,
+                 batch_size=p.batch_size, num_workers=p.num_workers, device=p.device,
+                 ranks=distributed.ranks(p) if ranks is None else ranks)
+
+
+def sweep(model, dataset, layers, bases: dict, folder, key: dict, *, counts: dict | None = None,
+          dense: bool = False, indices=None, skip_bad: bool = False, profile: str = "", precision: str = "fp32",
+          ranks=None, **kw) -> list[dict]:
     """:func:`sweep_layer` for every layer into ``<folder>/ablation.csv``; returns its rows for ``layers``.
 
+    ``key``: the artifact's key (:func:`ablation_key` for a profile); ``kw``: :func:`sweep_layer`'s
+    ``batch_size``, ``num_workers``, ``device``.
     ``bases`` is ``{layer: {basis: fitted basis}}`` (``components_``, ``mean_``,
     ``explained_variance_ratio_``); ``counts`` ``{layer: [n, ...]}`` (default:
     :func:`layer_counts` with ``dense``). Each finished layer is saved as its
@@ -257,23 +275,22 @@ def sweep(model, dataset, layers, bases: dict, folder, *, counts: dict | None = 
 
     ``ranks`` (:class:`helpers.pipeline.distributed.Ranks`): with more than one
     process, every setting's hits are counted by each rank on its shard of the
-    eval images and summed (``all_reduce``); the model, images and bases must
-    be the profile's (``ranks.p``), which each rank rebuilds. The CSV is that of one process.
+    eval images and summed (``all_reduce``); each rank rebuilds the model, images
+    and bases from the profile ``ranks.p`` and stops unless its :func:`ablation_key`
+    is ``key``. The CSV is that of one process.
     """
     folder = Path(folder)
-    key = ablation_key(layers, images_key(dataset, indices), model_id, bases_hash,
-                       dense=dense, counts=counts, precision=precision)
-    kw["precision"] = precision
+    kw = {**kw, "precision": precision}
     counts = counts or layer_counts(bases, dense)
     many = ranks is not None and ranks.distributed
     if many and not ranks.main:
-        ranks.follow("helpers.ablation.accuracy:sweep_rank", folder, key, MADE_BY, key=key, folder=str(folder),
+        ranks.follow(sweep_rank, folder, key, MADE_BY, key=key, folder=str(folder),
                      layers=list(layers), counts={k: list(map(int, v)) for k, v in counts.items()})
     else:
         with store.Build(folder, key, MADE_BY, profile=profile, skip_bad=skip_bad) as b:
             if not b.current:
                 if many:
-                    ranks.launch("helpers.ablation.accuracy:sweep_rank", key=key, folder=str(folder),
+                    ranks.launch(sweep_rank, key=key, folder=str(folder),
                                  layers=list(layers), counts={k: list(map(int, v)) for k, v in counts.items()})
                     b.reload_progress()
                 else:
@@ -288,18 +305,13 @@ def sweep_rank(p, key: dict, folder: str, layers: list, counts: dict) -> None:
     Rank 0 writes each finished layer and the progress; a rank that rebuilds
     another key than the driver's (``key``) stops with the difference.
     """
-    from ..bases import layer_bases
     from ..models.loading import load_model
 
+    distributed.same_key(ablation_key(p), key, "sweep")
     device = distributed.device(p.device)
-    model, info = load_model(p, train=False)
+    model, _ = load_model(p, train=False)
     dataset, indices = selection(p, "ablation")
-    bases_key = provenance.expected(p, "bases")
-    fitted = {layer: layer_bases(p.artifact("bases"), layer, p.bases, bases_key) for layer in layers}
-    grid = {"counts": counts} if "counts" in key["params"] else {"dense": p.ablation_dense}
-    mine = ablation_key(layers, images_key(dataset, indices), info["id"], provenance.require(p, "bases")["hash"],
-                        precision=p.precision, **grid)
-    distributed.same_key(mine, key, "sweep")
+    fitted = {layer: _bases.layer_bases(p.artifact("bases"), layer, p.bases) for layer in layers}
     b = store.Build(folder, key, MADE_BY, profile=p.name)  # the driver holds the lock and opened the partial
     b.reload_progress()
     kw = {"batch_size": p.batch_size, "num_workers": p.num_workers, "device": device, "precision": p.precision}
@@ -349,17 +361,11 @@ def read_rows(path) -> list[dict]:
         return [{**r, "n_ablated": int(r["n_ablated"]), "top1": float(r["top1"])} for r in csv.DictReader(f)]
 
 
-def _key(p) -> dict:
-    return ablation_key(p.layers, images_key(*selection(p, "ablation")), model_id(p),
-                        provenance.require(p, "bases")["hash"], dense=p.ablation_dense,
-                        precision=p.precision)
-
-
 def _cost(p, scale) -> costs.Cost:
     """A CSV row per setting (every basis, both orders, each count of the grid; per layer while it runs); the
     rest of the network run for every setting on every sweep image: an upper bound of full forward passes.
     Memory: a stack of images through the suffix (on CUDA sized to at most half the free memory)."""
-    from ..bases.fit import vectors
+    from ..bases.kinds import vectors
 
     n = scale.images["ablation"]
     rows = 0
@@ -371,4 +377,12 @@ def _cost(p, scale) -> costs.Cost:
                       device=scale.param_bytes + stack * scale.forward_bytes, work={"forwards": rows * n})
 
 
-provenance.register("ablation", _key, upstream=("model", "bases"), cost=_cost)
+STEP = provenance.declare(
+    __name__, "05_ablation", "ablation", key=ablation_key, reads=("model", "bases"), build=make_ablation,
+    rank=sweep_rank,
+    settings=("model", "layers", "eval_split", "n_eval", "ablation_eval", "ablation_dense", "precision", "seed"),
+    uses=("bases", "batch_size", "num_workers", "device", "skip_bad_images", *distributed.SETTINGS),
+    outputs=(provenance.Output("fig06_ablation", caption="Fig. 6 · accuracy under ablation"),
+             provenance.Output("ablation.csv", gather="ablation"),
+             provenance.Output("ablation_vs_published.csv", when=lambda p: p.published)),
+    cost=_cost)

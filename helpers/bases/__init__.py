@@ -9,7 +9,7 @@ layer; ``curves`` computes the explained-variance curves and counts of Fig. 5.
 """
 from .curves import counts, curve_counts, explained_curve
 from .fit import (bases_key, explained_variance_table, fit_bases, fit_layer_bases, layer_bases, learned_settings,
-                  load_basis)
+                  load_basis, make_bases)
 from .ica import ICABasis
 from .kinds import KINDS, Kind
 from .moments import NotFittedError, StreamingMoments
@@ -19,5 +19,5 @@ from .rotation import RandomBasis
 from .sae import SAEBasis
 
 __all__ = ["counts", "curve_counts", "explained_curve", "bases_key", "explained_variance_table", "fit_bases",
-           "fit_layer_bases", "layer_bases", "learned_settings", "load_basis", "ICABasis", "KINDS", "Kind",
+           "fit_layer_bases", "layer_bases", "learned_settings", "make_bases", "load_basis", "ICABasis", "KINDS", "Kind",
            "NotFittedError", "StreamingMoments", "NMFBasis", "NeuronBasis", "PCABasis", "RandomBasis", "SAEBasis"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..pipeline import costs, keys, provenance, store
+from ..pipeline import costs, provenance, store
 from ..sampling import MADE_BY as SAMPLE_MADE_BY
 from ..sampling import open_sample
 from ._base import BASES_MADE_BY
@@ -117,21 +117,23 @@ def sae_batch(n: int) -> int:
     return int(min(4096, max(256, n // 100)))
 
 
+def bases_key(p) -> dict:
+    """What profile ``p``'s bases are made from: the layers, the kinds and their settings, the sample (its hash).
+
+    The one key of step 2 (the driver :func:`make_bases` and provenance call it).
+    """
+    return provenance.key(__name__, {"layers": list(p.layers), "bases": list(p.bases), "learned": learned_settings(p)},
+                          {"sample": provenance.require(p, "sample")["hash"]})
 
 
-SOURCES = ("bases/_base", "bases/pca", "bases/kinds", "bases/fit", "bases/curves", "bases/moments", "bases/_factor",
-           "bases/ica", "bases/nmf", "bases/sae", "bases/rotation")
+def make_bases(p) -> dict:
+    """Step 2 for profile ``p``: its bases (reused when current); returns the sidecar."""
+    return fit_layer_bases(p.artifact("sample"), p.artifact("bases"), p.layers, bases_key(p), chunk_size=p.pca_chunk,
+                           profile=p.name, kinds=p.bases, settings=learned_settings(p), device=p.device)
 
 
-def bases_key(layers, sample_hash: str, kinds=("pca", "neuron"), settings: dict | None = None) -> dict:
-    """What the bases are made from: the layers, the kinds and their settings, the sample (its hash)."""
-    return keys.key({"layers": list(layers), "bases": list(kinds), "learned": settings or {}},
-                    {"sample": sample_hash}, SOURCES)
-
-
-def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384,
-                    profile: str = "", sample_key: dict | None = None, kinds=("pca", "neuron"),
-                    settings: dict | None = None, device=None) -> dict:
+def fit_layer_bases(sample_folder, bases_folder, layers, key: dict, *, chunk_size: int = 16384,
+                    profile: str = "", kinds=("pca", "neuron"), settings: dict | None = None, device=None) -> dict:
     """Fit and save the bases of every layer of a sample, and their Fig. 5 curves (notebook 02).
 
     Writes ``<layer>_<curve>.npz`` per layer and basis and ``<layer>_curves.npz``
@@ -139,8 +141,8 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
     before an interruption are kept, and an SAE resumes from its last epoch.
     ``kinds``: names in :data:`KINDS` (``pca`` always: the index and ICA use it;
     the PCA of the post-ReLU activations comes with it); ``settings``:
-    :func:`learned_settings`. ``sample_key`` is the key the sample must have
-    (a stale sample is refused). ``device``: where the SAE trains and, when it
+    :func:`learned_settings`. ``key``: the artifact's key (:func:`bases_key`
+    for a profile). ``device``: where the SAE trains and, when it
     is a GPU, where the moments are summed (:func:`fit_bases`); ``None``: CUDA
     when available. Memory: as :func:`fit_bases` and :func:`explained_curve`,
     plus the learned bases' own bounds.
@@ -156,8 +158,7 @@ def fit_layer_bases(sample_folder, bases_folder, layers, chunk_size: int = 16384
         raise ValueError(f"bases={list(kinds)} is not valid: use names from {list(KINDS)}, pca among them "
                          "(e.g. bases='pca,neuron,sae').")
     settings = settings or {}
-    sample = store.read_meta(sample_folder, sample_key, SAMPLE_MADE_BY)
-    key = bases_key(layers, sample["hash"], kinds, settings)
+    sample = store.read_meta(sample_folder, made_by=SAMPLE_MADE_BY)
     with store.Build(bases_folder, key, BASES_MADE_BY, profile=profile) as b:
         if b.current:
             return b.meta
@@ -298,18 +299,6 @@ def explained_variance_table(bases_folder, layers, thresholds=(0.8, 0.99), key: 
     return table.astype({"k80": "Int64", "k99": "Int64"}), curves
 
 
-def _key(p) -> dict:
-    return bases_key(p.layers, provenance.require(p, "sample")["hash"], p.bases, learned_settings(p))
-
-
-def vectors(p, scale, layer: str) -> dict:
-    """``{basis: number of vectors}`` the profile's bases will have at ``layer`` (NMF: only before a ReLU)."""
-    d = scale.d(layer)
-    sizes = {"pca": d, "neuron": d, "random": d, "ica": min(p.ica_components, d), "nmf": p.nmf_components,
-             "sae": p.sae_latents or 4 * d}
-    return {b: sizes[b] for b in p.bases if b != "nmf" or scale.relu.get(layer, False)}
-
-
 def _cost(p, scale) -> costs.Cost:
     """Per layer and linear basis an npz of its vectors and the moments (two d x d float64 arrays), per learned
     basis its vectors (ICA and SAE: and their encoder); the moments' products (before and after the ReLU) and two eigensolves per layer; in memory a
@@ -334,4 +323,11 @@ def _cost(p, scale) -> costs.Cost:
     return out
 
 
-provenance.register("bases", _key, upstream=("sample",), cost=_cost)
+STEP = provenance.declare(
+    __name__, "02_pca", "bases", key=bases_key, reads=("sample",), build=make_bases,
+    settings=("layers", "bases", "ica_components", "nmf_components", "sae_latents", "sae_k", "sae_epochs", "seed"),
+    uses=("model", "pca_chunk", "device"),
+    outputs=(provenance.Output("fig05_explained_variance", caption="Fig. 5 · explained variance"),
+             provenance.Output("explained_variance_counts.csv", gather="explained_variance"),
+             provenance.Output("explained_variance_vs_published.csv", when=lambda p: p.published)),
+    cost=_cost)

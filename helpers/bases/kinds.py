@@ -36,3 +36,11 @@ KINDS = {
     "random": Kind("random", "random", "random vector", signed=True),
 }
 """The bases a profile can fit (setting ``bases``), in display order."""
+
+
+def vectors(p, scale, layer: str) -> dict:
+    """``{basis: number of vectors}`` the profile's bases will have at ``layer`` (NMF: only before a ReLU)."""
+    d = scale.d(layer)
+    sizes = {"pca": d, "neuron": d, "random": d, "ica": min(p.ica_components, d), "nmf": p.nmf_components,
+             "sae": p.sae_latents or 4 * d}
+    return {b: sizes[b] for b in p.bases if b != "nmf" or scale.relu.get(layer, False)}

@@ -1,4 +1,4 @@
-"""Explain a model's units by compositional formulas (08): probe set, unit maps, search, importance.
+"""Explain a model's units by compositional formulas (08): unit masks, formulas, ablation.
 
 The units of a layer are the top ``n`` vectors of each basis the profile
 fitted (setting ``bases``): principal components and ICs (each sign its own
@@ -10,12 +10,16 @@ latent's activation. Layers without a spatial map
 (fc layers, a classifier head) are skipped: every concept would cover whole
 images, which is classification, not dissection.
 
-:func:`explain` makes the artifact ``data/<profile>/<model>/compositional/``:
-``units.csv`` (one row per unit: formula, IoU, the best primitive, the best IoU
-at each length 1 … 5, threshold, mask size, and the accuracy when the unit alone
-is mean-ablated) and ``examples_<layer>.npz`` (the four probe images where each
-unit's mask is largest, with the mask). Each finished layer is saved, so an
-interruption resumes at the next one.
+Three steps per layer, over one row type (:class:`~helpers.explain.rows.Unit`):
+the units' masks (:func:`helpers.explain.maps.unit_maps`, then
+:func:`helpers.explain.maps.unit_masks`), their formulas (:func:`explain_units`)
+and the accuracy with each unit alone ablated (:func:`ablate_units`).
+:func:`explain` strings them together into the artifact
+``data/<profile>/<model>/compositional/``: ``units.csv`` (one
+:class:`~helpers.explain.rows.Unit` per unit) and ``examples_<layer>.npz`` (the
+four probe images where each unit's mask is largest, with the mask, and the
+unit's id: :func:`examples`). Each finished layer is saved, so an interruption
+resumes at the next one.
 
 Memory: the concept index (4 bytes per probe pixel), one batch, and one unit's
 map over the probe set at a time; the maps of a layer's units go to a
@@ -24,7 +28,6 @@ deleted when the layer is done.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
@@ -33,74 +36,28 @@ from tqdm.auto import tqdm
 
 from ..ablation.removal import Removal
 from ..ablation.accuracy import accuracies
-from ..bases import fit as _bases  # noqa: F401  registers the bases, which explanations are made from
+from ..bases import fit as _bases  # noqa: F401  importing it declares the bases, which explanations are made from
 from ..images.common import example, images_key
 from ..models.sites import sites as layer_sites
 from ..models.inputs import selection
 from ..models.loading import model_id
 from ..models.running import get_device, place
-from ..pipeline import costs, distributed, keys, provenance, store
+from ..pipeline import costs, distributed, provenance, store
 from .beam import search
-from .formula import threshold, unit_pixels
 from .index import ConceptIndex
 from .optimal import optimal
-from .maps import unit_maps
+from .maps import encoders, unit_maps, unit_masks
 from .probe import NO_CONCEPTS, broden_needs, concepts_source, formula_mask, probe
+from .rows import LONGEST, Unit, read_units, units, write_units
+from .rows import describe, formulas  # noqa: F401  the explorer and the site read them from here
 
 MADE_BY = "08_compositional (python -m helpers.run --only 08)"
 
 
-SOURCES = ("explain/explanations", "explain/maps", "explain/probe", "explain/formula", "explain/index",
-           "explain/beam", "explain/optimal", "images/concepts", "models/families", "models/sites", "ablation/removal",
-           "ablation/accuracy", "images/common", "images/fashion", "images/folders", "images/batches", "models/inputs")
-
-
-LONGEST = 5
-"""The by-length curve runs to formulas of this many concepts (or ``max_length`` if longer)."""
 
 
 N_EXAMPLES = 4
-
-
-FIELDS = ("layer", "basis", "component", "sign", "neuron", "formula", "length", "iou", "primitive",
-          "iou_length1", *(f"iou_max_length_{k}" for k in range(1, LONGEST + 1)), "formula_beam", "iou_beam",
-          "formula_optimal", "iou_optimal", "threshold", "unit_pixels", "top1", "top1_unablated")
-
-
-TABLE = ("layer", "basis", "component", "sign", "formula", "length", "iou", "iou_length1")
-"""The columns of ``compositional_explanations.csv``."""
-
-
-
-def units(fitted: dict, n: int, all_neurons: bool = False) -> list[dict]:
-    """The units of one layer: ``{"basis", "component" (1-based rank), "sign", "neuron", "map"}``.
-
-    ``fitted``: ``{basis: fitted basis}`` of the layer (:func:`helpers.bases.layer_bases`);
-    the top ``n`` vectors of each (every neuron with ``all_neurons``). A basis
-    whose codes take both signs (PCA, ICA: :data:`helpers.bases.KINDS`) gives two
-    units per vector, which share one ``map`` (the maps are numbered in order).
-    """
-    from ..bases.kinds import KINDS
-
-    out, at = [], 0
-    for basis, b in fitted.items():
-        K = len(b.components_)
-        for j in range(K if basis == "neuron" and all_neurons else min(n, K)):
-            for sign in (1, -1) if KINDS[basis].signed else (1,):
-                out.append({"basis": basis, "component": j + 1, "sign": sign, "map": at,
-                            "neuron": int(b.order_[j]) if basis == "neuron" else -1})
-            at += 1
-    return out
-
-
-def explanations_key(p, layers, images: dict, concepts: dict, ablation_images: dict, model_id: str,
-                     bases_hash: str) -> dict:
-    """What the explanations are made from: the settings, probe and eval images, concepts, model, bases."""
-    params = {"layers": list(layers), "quantile": float(p.quantile), "beam": p.beam, "max_length": p.max_length,
-              "candidates": p.candidates, "formula_search": p.formula_search,
-              "n_explain": p.n_explain or p.n_study, "explain_all_neurons": p.explain_all_neurons}
-    return keys.key(params, {"model": model_id, "bases": bases_hash, "images": images, "concepts": concepts,
-                             "ablation_images": ablation_images}, SOURCES)
+"""Probe images kept per unit in ``examples_<layer>.npz``."""
 
 
 def map_layers(model, layers, images, indices) -> tuple[list, list]:
@@ -111,102 +68,93 @@ def map_layers(model, layers, images, indices) -> tuple[list, list]:
     return [l for l in layers if sites[l].kind != "vector"], [l for l in layers if sites[l].kind == "vector"]
 
 
-def explain_layer(model, images, indices, index, concepts, layer, unit_list, fitted, scratch, *, p,
-                  ablation_images, ablation_indices, device=None) -> tuple[list, dict]:
-    """Rows of ``units.csv`` and the examples of one layer (see the module docstring).
+def explain_units(index, concepts, units, masks, *, beam: int = 5, max_length: int = 3,
+                  candidates: str = "all", formula_search: str = "beam") -> tuple[list[Unit], dict]:
+    """The formula of each unit, and the probe images where its mask is largest.
 
-    ``index``: the probe set's :class:`~helpers.explain.ConceptIndex`, made
-    from ``concepts`` (the probe images' concepts, in order); ``fitted``: the
-    layer's bases (their codes are the maps; the ablation removes one vector,
-    :class:`~helpers.ablation.Removal`); ``scratch``: the temporary maps file.
+    Parameters
+    ----------
+    index : ConceptIndex
+        The probe set's concept index, made from ``concepts``.
+    concepts
+        The probe images' concepts, in order (:func:`~helpers.explain.probe`).
+    units : list of Unit
+        The units (their ids), in the order of ``masks``.
+    masks : iterable of (threshold, pixels)
+        Each unit's threshold and mask (:func:`~helpers.explain.maps.unit_masks`).
+    beam, max_length, candidates, formula_search
+        The search (:func:`~helpers.explain.search`); ``"optimal"``: the
+        certified optimum (:func:`~helpers.explain.optimal`), seeded by the beam's.
+
+    Returns
+    -------
+    rows : list of Unit
+        ``units`` with their explanations (``top1`` still NaN: :func:`ablate_units`).
+    examples : dict
+        ``image`` (K, N_EXAMPLES) probe positions; ``mask`` and ``formula_mask``
+        (K, N_EXAMPLES, H, W) bool; one row per unit.
+
+    Memory: one unit's mask at a time, the search's (a pass over the concept
+    index's signatures), and the examples (``2 · K · N_EXAMPLES · H · W`` bytes).
     """
-    device = get_device(device)
-    model = place(model, device)
-    plus = [u for u in unit_list if u["sign"] == 1]  # one per map, in map order
-    encoders = {}
-    for u in plus:
-        encoders.setdefault(u["basis"], []).append(u["component"] - 1)
-    _, h, w = layer_sites(model, [layer], example(images, indices).to(device))[layer].shape
-    maps = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(plus), len(indices), h, w))
-    ranks = distributed.ranks(dataclasses.replace(p, nnodes=1, node_rank=0))  # this machine's processes
-    if ranks.distributed:  # each rank writes its images' columns of the maps
-        maps.flush()
-        ranks.launch("helpers.explain.maps:unit_maps_rank", layer=layer, encoders=list(encoders.items()),
-                     scratch=str(scratch), images=images_key(images, indices), model=model_id(p))
-    else:
-        unit_maps(model, images, indices, layer, [(fitted[b], cols) for b, cols in encoders.items()], maps,
-                  batch_size=p.batch_size, num_workers=p.num_workers, device=device)
-    rows, examples, names = [], {"image": [], "mask": [], "formula_mask": []}, concepts.names
-    for u in tqdm(unit_list, desc=f"explain {layer}", leave=False):
-        values = maps[u["map"]] * u["sign"]
-        thr = threshold(values, p.quantile)
-        pixels = unit_pixels(values, thr, index.size, device=device)
-        e = search(index, pixels, beam=p.beam, max_length=max(LONGEST, p.max_length), candidates=p.candidates)
-        beam = best = e.at(p.max_length)
-        if p.formula_search == "optimal":
-            best = optimal(index, pixels, max_length=p.max_length, lower=beam, beam=p.beam)
-        rows.append({"layer": layer, "basis": u["basis"], "component": u["component"],
-                     "sign": "+" if u["sign"] > 0 else "-", "neuron": u["neuron"],
-                     "formula": best.formula.text(names) if best.formula else "",
-                     "length": len(best.formula) if best.formula else 0, "iou": best.iou,
-                     "primitive": e.primitive.text(names) if e.primitive else "", "iou_length1": e.iou_length1,
-                     **{f"iou_max_length_{k + 1}": v for k, v in enumerate(e.by_length[:LONGEST])},
-                     "formula_beam": beam.formula.text(names) if beam.formula else "", "iou_beam": beam.iou,
-                     **_optimal_fields(best if best is not beam else None, names),
-                     "threshold": thr, "unit_pixels": e.unit_pixels, "map": u["map"]})
-        image, mask = _examples(pixels, index.size, len(indices))
+    names, rows = concepts.names, []
+    examples = {"image": [], "mask": [], "formula_mask": []}
+    desc = f"explain {units[0].layer}" if units else "explain"
+    for u, (thr, pixels) in zip(units, tqdm(masks, total=len(units), desc=desc, leave=False)):
+        e = search(index, pixels, beam=beam, max_length=max(LONGEST, max_length), candidates=candidates)
+        beamed = best = e.at(max_length)
+        if formula_search == "optimal":
+            best = optimal(index, pixels, max_length=max_length, lower=beamed, beam=beam)
+        opt = best if best is not beamed else None
+        rows.append(dataclasses.replace(
+            u, formula=_text(best.formula, names), length=len(best.formula) if best.formula else 0, iou=best.iou,
+            primitive=_text(e.primitive, names), iou_length1=e.iou_length1,
+            **{f"iou_max_length_{k + 1}": v for k, v in enumerate(e.by_length[:LONGEST])},
+            formula_beam=_text(beamed.formula, names), iou_beam=beamed.iou,
+            formula_optimal=_text(opt.formula, names) if opt is not None else "",
+            iou_optimal=opt.iou if opt is not None else float("nan"), threshold=thr, unit_pixels=e.unit_pixels))
+        image, mask = _examples(pixels, index.size, index.n_images)
         examples["image"].append(image)
         examples["mask"].append(mask)
         examples["formula_mask"].append(np.stack([formula_mask(concepts, i, best.formula) for i in image]))
-    del maps
-    Path(scratch).unlink()
-    first = next(iter(fitted.values()))
-    caches = {basis: {} for basis in fitted}
-    removals = [Removal(first, [])] + [Removal(fitted[u["basis"]], [u["component"] - 1], caches[u["basis"]])
-                                       for u in plus]
-    top1 = accuracies(model, ablation_images, layer, removals, None, indices=ablation_indices,
-                      batch_size=p.batch_size, num_workers=p.num_workers, device=device,
-                      desc=f"ablate units of {layer}")
-    for r in rows:
-        r["top1"], r["top1_unablated"] = float(top1[r.pop("map") + 1]), float(top1[0])
     return rows, {k: np.stack(v) for k, v in examples.items()}
 
 
-def _optimal_fields(opt, names) -> dict:
-    """``formula_optimal`` and ``iou_optimal`` of a row: the certified optimum, or empty (beam search only)."""
-    if opt is None:
-        return {"formula_optimal": "", "iou_optimal": float("nan")}
-    return {"formula_optimal": opt.formula.text(names) if opt.formula else "", "iou_optimal": opt.iou}
+def ablate_units(model, images, indices, layer: str, fitted: dict, rows, *, batch_size: int = 256,
+                 num_workers: int = 0, device=None) -> list[Unit]:
+    """``rows`` with ``top1`` (the unit's vector alone mean-ablated at ``layer``) and ``top1_unablated``.
 
-
-def optimality(table):
-    """Per layer and basis: how far the beam's formulas are from the certified optimum.
-
-    ``table``: rows of ``units.csv`` made with ``formula_search="optimal"``.
-    Columns ``layer, basis, n_units, suboptimal, suboptimal_share, mean_iou_left, max_iou_left``: a
-    beam formula is suboptimal when its IoU is below the optimum's (by more than 1e-12).
+    ``images``, ``indices``: the eval images of the sweep; ``fitted``: the
+    layer's bases (one :class:`~helpers.ablation.Removal` per vector: the two
+    signs of a vector share its accuracy). Memory: the model, one batch, and the
+    activations of one batch per removal (:func:`~helpers.ablation.accuracies`).
     """
-
-    t = table.assign(left=table.iou_optimal - table.iou_beam)
-    t = t.assign(suboptimal=t.left > 1e-12)
-    out = t.groupby(["layer", "basis"], sort=False).agg(
-        n_units=("left", "size"), suboptimal=("suboptimal", "sum"), mean_iou_left=("left", "mean"),
-        max_iou_left=("left", "max")).reset_index()
-    out.insert(4, "suboptimal_share", out.suboptimal / out.n_units)
-    return out
+    vectors, at = encoders(rows)
+    caches = {basis: {} for basis in fitted}
+    removals = [Removal(next(iter(fitted.values())), [])] + [Removal(fitted[basis], [c], caches[basis])
+                                                             for basis, cols in vectors for c in cols]
+    top1 = accuracies(model, images, layer, removals, None, indices=indices, batch_size=batch_size,
+                      num_workers=num_workers, device=device, desc=f"ablate units of {layer}")
+    return [dataclasses.replace(r, top1=float(top1[m + 1]), top1_unablated=float(top1[0])) for r, m in zip(rows, at)]
 
 
 def explain_key(p, model=None) -> dict:
-    """The key the explanations must have for profile ``p`` (given the current model and bases artifacts)."""
+    """What profile ``p``'s explanations are made from: the settings, the layers with maps, the probe and eval
+    images, the concepts, the model and the bases (their hash). The one key of 08: the driver, the ranks of
+    the unit maps and provenance call it."""
     from ..models.registry import architecture
+
     images, indices, concepts = probe(p)
     layers, _ = map_layers(model if model is not None else architecture(p.model), p.layers, images, indices)
-    return explanations_key(p, layers, images_key(images, indices), concepts.identity(),
-                            images_key(*selection(p, "ablation")), model_id(p),
-                            provenance.require(p, "bases")["hash"])
+    params = {"layers": list(layers), "quantile": float(p.quantile), "beam": p.beam, "max_length": p.max_length,
+              "candidates": p.candidates, "formula_search": p.formula_search,
+              "n_explain": p.n_explain or p.n_study, "explain_all_neurons": p.explain_all_neurons}
+    return provenance.key(__name__, params, {"model": model_id(p), "bases": provenance.require(p, "bases")["hash"],
+                                             "images": images_key(images, indices), "concepts": concepts.identity(),
+                                             "ablation_images": images_key(*selection(p, "ablation"))})
 
 
-def explain(model, p, fitted: dict, folder=None, device=None) -> list[dict]:
+def explain(model, p, fitted: dict, folder=None, device=None) -> list[Unit]:
     """Explain the units of every map layer of ``p.layers`` (reused while current).
 
     Parameters
@@ -220,7 +168,12 @@ def explain(model, p, fitted: dict, folder=None, device=None) -> list[dict]:
 
     Returns
     -------
-    list of dict: the rows of ``units.csv`` (``FIELDS``).
+    list of Unit: the rows of ``units.csv``.
+
+    Memory: the concept index (4 bytes per probe pixel) and the largest of one
+    layer's steps (:func:`~helpers.explain.maps.unit_maps`,
+    :func:`~helpers.explain.maps.unit_masks`, :func:`explain_units`,
+    :func:`ablate_units`); the layer's maps wait in a scratch file on disk.
     """
     folder = Path(folder or p.artifact("compositional"))
     images, indices, concepts = probe(p)
@@ -228,106 +181,111 @@ def explain(model, p, fitted: dict, folder=None, device=None) -> list[dict]:
     if not layers:
         raise ValueError(f"layers={list(p.layers)} have no spatial map (all are vectors): compositional "
                          "explanations need conv maps or ViT tokens; add such a layer to `layers`.")
-    ablation_images, ablation_indices = selection(p, "ablation")
     key = explain_key(p, model)
     with store.Build(folder, key, MADE_BY, profile=p.name) as b:
         if not b.current:
-            _explain(b, model, p, fitted, layers, skipped, images, indices, concepts, ablation_images,
-                     ablation_indices, device or p.device)
+            device = get_device(device or p.device)
+            model, index = place(model, device), ConceptIndex.build(concepts)
+            done = list(b.progress.get("layers_done", []))
+            for layer in tqdm(layers, desc="compositional explanations"):
+                if layer not in done:
+                    _layer(b.partial, layer, model=model, p=p, fitted=fitted[layer], probe_set=(images, indices),
+                           index=index, concepts=concepts, device=device, key=key)
+                    done.append(layer)
+                    b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
+            (b.partial / "maps.tmp.npy").unlink(missing_ok=True)
+            write_units(b.partial / "units.csv", [r for l in layers for r in read_units(b.partial / f"{l}.csv")])
+            for layer in layers:
+                (b.partial / f"{layer}.csv").unlink()
+            b.commit(["units.csv", *(f"examples_{layer}.npz" for layer in layers)],
+                     extra={"skipped_layers": skipped, "concepts": len(concepts.names),
+                            "signatures": int(len(index.count)), "probe_images": int(len(indices))})
     return read_units(folder / "units.csv")
 
 
-def _explain(b, model, p, fitted, layers, skipped, images, indices, concepts, ablation_images, ablation_indices,
-             device):
-    index = ConceptIndex.build(concepts)
-    done = list(b.progress.get("layers_done", []))
-    for layer in tqdm(layers, desc="compositional explanations"):
-        if layer in done:
-            continue
-        unit_list = units(fitted[layer], p.n_explain or p.n_study, p.explain_all_neurons)
-        rows, examples = explain_layer(model, images, indices, index, concepts, layer, unit_list,
-                                       fitted[layer], b.partial / "maps.tmp.npy", p=p,
-                                       ablation_images=ablation_images, ablation_indices=ablation_indices,
-                                       device=device)
-        _write(b.partial / f"{layer}.csv", rows)
-        with store.atomic(b.partial / f"examples_{layer}.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, probe_index=np.asarray(indices)[examples["image"]], **examples)
-        done.append(layer)
-        b.save_progress(summary=f"{len(done)} of {len(layers)} layers", layers_done=done)
-    (b.partial / "maps.tmp.npy").unlink(missing_ok=True)
-    rows = [r for layer in layers for r in read_units(b.partial / f"{layer}.csv")]
-    _write(b.partial / "units.csv", rows)
-    for layer in layers:
-        (b.partial / f"{layer}.csv").unlink()
-    return b.commit(["units.csv", *(f"examples_{layer}.npz" for layer in layers)],
-                    extra={"skipped_layers": skipped, "concepts": len(concepts.names),
-                           "signatures": int(len(index.count)), "probe_images": int(len(indices))})
+def _layer(partial: Path, layer: str, *, model, p, fitted: dict, probe_set: tuple, index, concepts, device,
+           key: dict) -> None:
+    """One layer's three steps, saved in ``partial`` as ``<layer>.csv`` and ``examples_<layer>.npz``."""
+    images, indices = probe_set
+    mine = units(layer, fitted, p.n_explain or p.n_study, p.explain_all_neurons)
+    scratch = partial / "maps.tmp.npy"
+    maps = _maps(model, p, images, indices, layer, fitted, mine, scratch, device, key)
+    rows, ex = explain_units(index, concepts, mine, unit_masks(maps, mine, p.quantile, index.size, device=device),
+                             beam=p.beam, max_length=p.max_length, candidates=p.candidates,
+                             formula_search=p.formula_search)
+    del maps
+    scratch.unlink()
+    rows = ablate_units(model, *selection(p, "ablation"), layer, fitted, rows, batch_size=p.batch_size,
+                        num_workers=p.num_workers, device=device)
+    write_units(partial / f"{layer}.csv", rows)
+    with store.atomic(partial / f"examples_{layer}.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, probe_index=np.asarray(indices)[ex["image"]], **ex,
+                                basis=np.array([r.basis for r in rows]),
+                                component=np.array([r.component for r in rows], np.int64),
+                                sign=np.array([r.sign for r in rows]))
 
 
-def _write(path, rows) -> None:
-    store.write_csv(path, FIELDS, rows)
+def _maps(model, p, images, indices, layer, fitted, mine, scratch, device, key) -> np.ndarray:
+    """The maps of the units ``mine`` over the probe images (:func:`~helpers.explain.maps.unit_maps`) in the
+    memory map ``scratch``, on this machine's ``torch.distributed`` ranks when ``p.nproc > 1``."""
+    vectors, _ = encoders(mine)
+    _, h, w = layer_sites(model, [layer], example(images, indices).to(device))[layer].shape
+    maps = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32,
+                                     shape=(sum(len(c) for _, c in vectors), len(indices), h, w))
+    ranks = distributed.ranks(dataclasses.replace(p, nnodes=1, node_rank=0))  # this machine's processes
+    if ranks.distributed:  # each rank writes its images' columns of the maps
+        maps.flush()
+        ranks.launch(unit_maps_rank, key=key, layer=layer, encoders=vectors, scratch=str(scratch))
+    else:
+        unit_maps(model, images, indices, layer, [(fitted[b], cols) for b, cols in vectors], maps,
+                  batch_size=p.batch_size, num_workers=p.num_workers, device=device)
+    return maps
 
 
-def read_units(path) -> list[dict]:
-    """The rows of a ``units.csv``, numbers parsed."""
-    ints = {"component", "neuron", "length", "unit_pixels"}
-    with open(path) as f:
-        return [{k: (int(v) if k in ints else v if k in ("layer", "basis", "sign", "formula", "primitive",
-                                                          "formula_beam", "formula_optimal")
-                     else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+def unit_maps_rank(p, key: dict, layer: str, encoders: list, scratch: str) -> None:
+    """One rank of the distributed unit maps: its shard of the profile's probe images into ``scratch``.
 
-
-def examples(folder, layer: str) -> dict:
-    """The saved examples of a layer: ``image`` (K, 4) probe positions, ``probe_index`` (K, 4) dataset
-    indices, ``mask`` and ``formula_mask`` (K, 4, H, W), one row per row of ``units.csv`` of the layer."""
-    with np.load(Path(folder) / f"examples_{layer}.npz") as f:
-        return {k: f[k] for k in f.files}
-
-
-def formulas(p) -> dict:
-    """``{(layer, basis, component): [(sign, formula, iou), ...]}`` from 08's artifact; ``{}`` unless current.
-
-    For the explorer and the demo site: the formula beside a unit's grid.
+    A rank whose :func:`explain_key` is not the driver's ``key`` stops with the difference.
     """
-    try:
-        state, _ = provenance.status(p, "compositional")
-    except (OSError, ValueError):  # no concepts for this profile, or an upstream artifact missing
-        return {}
-    if state != "current":
-        return {}
-    out: dict = {}
-    for r in read_units(p.artifact("compositional") / "units.csv"):
-        out.setdefault((r["layer"], r["basis"], r["component"]), []).append((r["sign"], r["formula"], r["iou"]))
-    return out
+    from ..bases import layer_bases
+    from ..models.loading import load_model
+
+    net, _ = load_model(p, train=False)
+    distributed.same_key(explain_key(p, net), key, "set of unit maps")
+    device = distributed.device(p.device)
+    probe_images, indices, _ = probe(p)
+    fitted = layer_bases(p.artifact("bases"), layer, p.bases)
+    out = np.load(scratch, mmap_mode="r+")
+    unit_maps(net, probe_images, indices, layer, [(fitted[b], cols) for b, cols in encoders], out,
+              batch_size=p.batch_size, num_workers=p.num_workers, device=device,
+              span=distributed.shard(len(indices), p.batch_size))
+    out.flush()
 
 
-def describe(entries) -> str:
-    """``"+ (garment AND top) AND NOT bright (IoU 0.21); − …"`` for one unit's entries of :func:`formulas`."""
-    return "; ".join(f"{'' if len(entries) == 1 else sign + ' '}{formula or '(none)'} (IoU {iou:.2f})"
-                     for sign, formula, iou in entries)
+def examples(folder, unit) -> dict:
+    """The saved examples of one unit: ``image`` (N_EXAMPLES,) probe positions, ``probe_index``
+    (N_EXAMPLES,) dataset indices, ``mask`` and ``formula_mask`` (N_EXAMPLES, H, W) bool.
 
-
-def importance(table):
-    """Does interpretability track importance? Spearman ρ of IoU against the accuracy drop, per layer and basis.
-
-    A unit's drop is ``top1_unablated − top1`` when it alone is mean-ablated; a
-    PC counts once, with the IoU of its better-explained sign.
+    ``unit``: a :class:`~helpers.explain.rows.Unit`, or a row of a table of them
+    (its ``layer, basis, component, sign`` pick the examples). Memory: the
+    layer's examples (``2 · K · N_EXAMPLES · H · W`` bytes for K units).
     """
-    import pandas as pd
-    from scipy.stats import spearmanr
+    path = Path(folder) / f"examples_{unit.layer}.npz"
+    with np.load(path) as f:
+        if "basis" not in f.files:
+            raise ValueError(f"{path} has no unit ids (basis, component, sign): an older 08 made it; delete "
+                             "the compositional artifact and rerun 08 (python -m helpers.run --only 08).")
+        hit = np.flatnonzero((f["basis"] == unit.basis) & (f["component"] == unit.component)
+                             & (f["sign"] == unit.sign))
+        if len(hit) != 1:
+            raise KeyError(f"{path}: {len(hit)} rows for the {unit.basis} unit {unit.component}{unit.sign}, "
+                           "not one: pass a row of this artifact's units.csv (explain.explain, read_units).")
+        return {k: f[k][hit[0]] for k in ("image", "probe_index", "mask", "formula_mask")}
 
-    t = table.assign(top1_drop=table.top1_unablated - table.top1)
-    per_unit = t.groupby(["layer", "basis", "component"], sort=False).agg(
-        iou=("iou", "max"), top1_drop=("top1_drop", "first"))
-    out = []
-    for (layer, basis), g in per_unit.groupby(level=[0, 1], sort=False):
-        x, y = g["iou"], g["top1_drop"]
-        rho, pval = spearmanr(x, y) if len(g) > 2 and x.nunique() > 1 and y.nunique() > 1 \
-            else (float("nan"), float("nan"))
-        out.append({"layer": layer, "basis": basis, "n_units": len(g), "spearman_rho": float(rho),
-                    "p_value": float(pval), "mean_iou": float(x.mean()), "mean_top1_drop": float(y.mean())})
-    return pd.DataFrame(out)
+
+def _text(formula, names) -> str:
+    return formula.text(names) if formula else ""
 
 
 def _examples(pixels, size, n_images) -> tuple[np.ndarray, np.ndarray]:
@@ -347,7 +305,7 @@ def _cost(p, scale) -> costs.Cost:
     units over the probe images in a float32 scratch file. Work: the probe images forwarded once per layer,
     every unit's vector mean-ablated over the sweep images, and per unit at most a pass over the concept
     index (a signature id per probe pixel: the search's sparse products are over signatures, not pixels)."""
-    from ..bases.fit import vectors
+    from ..bases.kinds import vectors
     from ..bases.kinds import KINDS
 
     n, pixels = scale.images["probe"], scale.mask_side ** 2
@@ -365,7 +323,28 @@ def _cost(p, scale) -> costs.Cost:
     return out
 
 
-provenance.register("compositional", explain_key, upstream=("model", "bases"), cost=_cost,
-                    applies=lambda p: concepts_source(p) is not None,
-                    why_not=lambda p: NO_CONCEPTS.format(dataset=p.dataset))
+def make_explanations(p) -> list[Unit]:
+    """Step 08 for profile ``p``: the explanations of its model and bases (reused when current); their rows."""
+    from ..bases.fit import layer_bases
+    from ..models.loading import load_model
+
+    net, _ = load_model(p, train=False)
+    return explain(net, p, {layer: layer_bases(p.artifact("bases"), layer, p.bases) for layer in p.layers})
+
+
+STEP = provenance.declare(
+    __name__, "08_compositional", "compositional", key=explain_key, reads=("model", "bases"), cost=_cost,
+    build=make_explanations, rank=unit_maps_rank,
+    settings=("model", "layers", "eval_split", "n_eval", "concepts", "broden_root", "broden_subset", "broden_categories",
+              "mask_size", "n_probe", "quantile", "beam", "max_length", "candidates", "formula_search", "n_explain",
+              "n_study", "explain_all_neurons", "ablation_eval", "seed"),
+    uses=("bases", "batch_size", "num_workers", "device", "nproc", "nnodes", "node_rank", "rdzv_endpoint"),
+    outputs=(provenance.Output("compositional_explanations.csv", gather="compositional"),
+             provenance.Output("compositional_vs_ablation.csv"),
+             provenance.Output("compositional_optimality.csv", when=lambda p: p.formula_search == "optimal"),
+             provenance.Output("fig_compositional_iou", caption="Compositional explanations · IoU per layer"),
+             provenance.Output("fig_compositional_iou_by_length",
+                               caption="Compositional explanations · IoU by formula length"),
+             provenance.Output("fig_compositional_examples")),
+    applies=lambda p: concepts_source(p) is not None, why_not=lambda p: NO_CONCEPTS.format(dataset=p.dataset))
 provenance.register_need(broden_needs, steps=("08",))

@@ -20,15 +20,15 @@ from PIL import Image
 
 from ..bases.fit import layer_bases
 from ..bases.kinds import KINDS
-from ..models.receptive import crop
-from ..pipeline import costs, keys, provenance, store
+from ..images.common import example
+from ..models.inputs import load_dataset
+from ..models.loading import load_model
+from ..models.receptive import crop, receptive_fields
+from ..pipeline import costs, provenance, store
 from ..sampling import open_sample
 from ..search import load_index, search
 
 GRIDS_MADE_BY = "04_visualize (python -m helpers.run --only 04)"
-
-
-SOURCES = ("grids/visualize", "models/receptive", "models/families", "models/sites")
 
 
 def projection_range(X, basis, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
@@ -225,19 +225,37 @@ def label(b, layer: str, basis: str, component: int) -> str:
     return f"{layer} {name} ({100 * ratio:.1f} % of variance)"
 
 
-def grids_key(layers, n_grids: int, n_targets: int, n_neighbours: int, thumb: int, nprobe: int, *,
-              sample_hash: str, bases_hash: str, index_meta: dict, token_margin: float = 0.5,
-              adjacent_repeats: str = "allow") -> dict:
-    """What the saved grids are made from: the grid settings and the sample, bases and index.
+def grids_key(p) -> dict:
+    """What profile ``p``'s saved grids are made from: the grid settings and the sample, bases and index.
 
-    ``nprobe`` counts only for an IVF index (a flat index ignores it).
+    The top ``max(n_show, n_study)`` grids of each basis are saved; ``nprobe`` counts only for an IVF index
+    (a flat index ignores it). The one key of step 4.
     """
-    params = {"layers": list(layers), "n_grids": n_grids, "n_targets": n_targets,
-              "n_neighbours": n_neighbours, "thumb": thumb, "token_margin": float(token_margin),
-              "adjacent_repeats": adjacent_repeats}
-    if index_meta["params"].get("kind") == "ivf":
-        params["nprobe"] = nprobe
-    return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_meta["hash"]}, SOURCES)
+    index = provenance.require(p, "index")
+    params = {"layers": list(p.layers), "n_grids": max(p.n_show, p.n_study), "n_targets": p.n_targets,
+              "n_neighbours": p.n_neighbours, "thumb": p.thumb, "token_margin": float(p.token_margin),
+              "adjacent_repeats": p.adjacent_repeats}
+    if index["params"].get("kind") == "ivf":
+        params["nprobe"] = p.nprobe
+    return provenance.key(__name__, params, {"sample": provenance.require(p, "sample")["hash"],
+                                             "bases": provenance.require(p, "bases")["hash"], "index": index["hash"]})
+
+
+def visualizer_for(p) -> "Visualizer":
+    """A :class:`Visualizer` over profile ``p``'s eval images and its model's receptive fields.
+
+    It refuses artifacts that are not current for the profile (``provenance``).
+    """
+    model, _ = load_model(p, device="cpu", train=False)
+    images = load_dataset(p, p.eval_split)
+    fields = receptive_fields(model, p.layers, example(images), margin=p.token_margin)
+    return Visualizer(p, images, fields, device=p.device, keys=provenance.keys(p, ("sample", "bases", "index")))
+
+
+def make_grids(p) -> dict:
+    """Step 4 for profile ``p``: its saved grids (reused when current); returns the sidecar."""
+    key = grids_key(p)
+    return write_grids(visualizer_for(p), p.artifact("grids"), key, max(p.n_show, p.n_study), profile=p.name)
 
 
 def grid_path(folder, layer: str, basis: str, component: int) -> Path:
@@ -245,7 +263,7 @@ def grid_path(folder, layer: str, basis: str, component: int) -> Path:
     return Path(folder) / layer / f"{basis}_{component + 1:04d}.png"
 
 
-def make_grids(vis: "Visualizer", folder, key: dict, n: int, profile: str = "") -> dict:
+def write_grids(vis: "Visualizer", folder, key: dict, n: int, profile: str = "") -> dict:
     """Save the grids of the top ``min(n, d)`` vectors of each basis of every layer (reused while current).
 
     Returns the artifact's sidecar.
@@ -340,13 +358,6 @@ def toy_example(n: int = 2000, m: int = 7, seed: int = 0) -> dict:
             "distance_min": dist_min}
 
 
-def _key(p) -> dict:
-    return grids_key(p.layers, max(p.n_show, p.n_study), p.n_targets, p.n_neighbours, p.thumb, p.nprobe,
-                     sample_hash=provenance.require(p, "sample")["hash"],
-                     bases_hash=provenance.require(p, "bases")["hash"], index_meta=provenance.require(p, "index"),
-                     token_margin=p.token_margin, adjacent_repeats=p.adjacent_repeats)
-
-
 def grid_shape(p, scale) -> tuple:
     """``(height, width, channels)`` of one grid's image."""
     side = p.thumb + 2
@@ -356,7 +367,7 @@ def grid_shape(p, scale) -> tuple:
 def _cost(p, scale) -> costs.Cost:
     """A PNG per grid (the top ``max(n_show, n_study)`` vectors of every basis and layer); per layer one
     exact search of every grid's targets in its index (held in memory) and the shown images read again."""
-    from ..bases.fit import vectors
+    from ..bases.kinds import vectors
     from ..search.index import indexed
 
     n_grids = max(p.n_show, p.n_study)
@@ -372,4 +383,10 @@ def _cost(p, scale) -> costs.Cost:
     return out
 
 
-provenance.register("grids", _key, upstream=("sample", "bases", "index"), cost=_cost)
+STEP = provenance.declare(
+    __name__, "04_visualize", "grids", key=grids_key, reads=("model", "sample", "bases", "index"), build=make_grids,
+    settings=("layers", "n_show", "n_study", "n_targets", "n_neighbours", "nprobe", "thumb", "token_margin",
+              "adjacent_repeats"),
+    uses=("model", "eval_split", "bases", "seed", "device"),
+    outputs=(provenance.Output("fig_grids_{layer}"), provenance.Output("fig12_toy_distance_vs_activation")),
+    cost=_cost)

@@ -155,7 +155,11 @@ def weights_needs(name: str) -> list:
                                download=int(size * 1e6) if size else None)]
 
 
-provenance.register("model", checkpoint_key, applies=lambda p: is_trained_here(p.model) and p.retrain)
+STEP = provenance.declare(
+    __name__, "01_sample", "model", key=checkpoint_key, build=load_model,
+    settings=("dataset", "data_root", "model", "retrain", "train_epochs", "train_limit", "seed"),
+    applies=lambda p: is_trained_here(p.model) and p.retrain)
+"""01 trains a stand-in here when ``retrain`` (otherwise its shipped weights are loaded: no artifact)."""
 provenance.register_check(check)
 provenance.register_check(_check_splits)
 provenance.register_check(check_device)

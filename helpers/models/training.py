@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..images.common import images_key, select
-from ..pipeline import keys
+from ..pipeline import provenance
 from ..pipeline.settings import ROOT, Profile
 from .inputs import load_dataset
 
@@ -150,16 +150,11 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-MODEL_SOURCES = ("models/registry", "models/standins", "models/training", "images/common", "images/fashion",
-                 "images/batches", "models/inputs")
-"""The modules whose code shapes a stand-in trained here."""
-
-
 def checkpoint_key(profile: Profile) -> dict:
     """What a stand-in's checkpoint is made from: model, training settings, training images, code."""
     from .training import HYPER
 
     images = load_dataset(profile, "train")
-    return keys.key({"model": profile.model, "epochs": profile.train_epochs, "seed": profile.seed, **HYPER},
-                     {"images": images_key(images, select(len(images), profile.train_limit, profile.seed))},
-                     MODEL_SOURCES)
+    return provenance.key("models.loading",
+                          {"model": profile.model, "epochs": profile.train_epochs, "seed": profile.seed, **HYPER},
+                          {"images": images_key(images, select(len(images), profile.train_limit, profile.seed))})

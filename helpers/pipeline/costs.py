@@ -1,6 +1,6 @@
 """What a step costs before it runs: the bytes it writes, the memory it holds, the work it does.
 
-Each step's module registers a cost function with its artifact (:func:`helpers.pipeline.provenance.register`,
+Each step declares a cost function with its artifact (:func:`helpers.pipeline.provenance.declare`,
 ``cost=``): ``cost(p, scale) -> Cost``, from the profile's settings and the run's :class:`Scale` (the
 layers' shapes, the images of each split, the model's size). The work is counted in units a short
 calibration on the user's own device turns into seconds (:class:`Rates`; :mod:`helpers.estimate`

@@ -45,6 +45,10 @@ from .settings import ROOT, load_profile
 WORKER = "helpers.pipeline.distributed"
 
 
+SETTINGS = ("nproc", "nnodes", "node_rank", "rdzv_endpoint")
+"""The settings of a step that runs on ranks."""
+
+
 class RankError(RuntimeError):
     """A worker of a distributed step failed; the message names the rank, its error and its traceback.
 
@@ -90,11 +94,11 @@ class Ranks:
         """Whether this machine prepares and finishes the artifact (machine 0)."""
         return self.node_rank == 0
 
-    def launch(self, target: str, **kwargs) -> "Launched":
-        """Run ``target`` (``"module:function"``, called as ``function(p, **kwargs)``) on every rank."""
+    def launch(self, target, **kwargs) -> "Launched":
+        """Run ``target`` (a step's rank function, called as ``target(p, **kwargs)``) on every rank."""
         return launch(target, self, **kwargs)
 
-    def follow(self, target: str, artifact, expected: dict, made_by: str, timeout: float = 3600.0,
+    def follow(self, target, artifact, expected: dict, made_by: str, timeout: float = 3600.0,
                **kwargs) -> dict:
         """On a machine other than 0: this machine's ranks of ``target`` (unless the artifact is current), then
         the sidecar of ``artifact`` (whose key must be ``expected``) once machine 0 has finished it."""
@@ -139,8 +143,19 @@ def _jobs_folder(p) -> Path:
     return folder
 
 
-def launch(target: str, r: Ranks, **kwargs) -> Launched:
-    """Start ``r.nproc`` workers here (and join the other machines' through the rendezvous), wait for all.
+def target_name(target) -> str:
+    """``"module:function"``, how a worker finds a rank function (a module-level function of ``helpers``)."""
+    if isinstance(target, str):
+        return target
+    name = f"{target.__module__}:{target.__qualname__}"
+    if "<" in target.__qualname__ or "." in target.__qualname__:
+        raise ValueError(f"rank function {name} is not a module-level function: a worker could not import it.")
+    return name
+
+
+def launch(target, r: Ranks, **kwargs) -> Launched:
+    """Start ``r.nproc`` workers here (and join the other machines' through the rendezvous), wait for all;
+    each calls ``target(p, **kwargs)`` (a module-level function, or its ``"module:function"`` name).
 
     Raises
     ------
@@ -151,7 +166,7 @@ def launch(target: str, r: Ranks, **kwargs) -> Launched:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    backend = _check_devices(r)
+    backend, target = _check_devices(r), target_name(target)
     job = _jobs_folder(r.p) / f"{target.replace(':', '.')}-{uuid.uuid4().hex[:8]}"
     job.mkdir()
     spec = {"target": target, "backend": backend, "profile": _profile_fields(r.p), "kwargs": kwargs}

@@ -3,7 +3,8 @@
 A key has three parts: ``params`` (the settings that shape the artifact),
 ``inputs`` (which images, the model id, the content hash of every upstream
 artifact) and ``code`` (a digest of each module that computes it: its syntax
-tree without docstrings, so comments, layout and documentation do not count).
+tree without docstrings, so comments, layout and documentation do not count;
+which modules, :func:`helpers.pipeline.provenance.code` reads from the imports).
 :func:`differences` turns two keys into readable phrases; an artifact made for
 more layers than asked for serves the fewer (layers are independent).
 """
@@ -32,17 +33,19 @@ def _module_digest(path: str, mtime_ns: int, size: int) -> str:
 
 
 def code_digest(modules) -> dict:
-    """``{"helpers/<module>.py": digest}`` for the given modules, named by their path below ``helpers/`` (``"bases/pca"``)."""
+    """``{"helpers/<path>.py": digest}`` for the given modules of ``helpers`` (dotted: ``"bases.pca"``)."""
     out = {}
     for name in modules:
-        path = PACKAGE / f"{name}.py"
+        base = PACKAGE / name.replace(".", "/")
+        path = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
         st = path.stat()
-        out[f"helpers/{name}.py"] = _module_digest(str(path), st.st_mtime_ns, st.st_size)
+        out[f"helpers/{path.relative_to(PACKAGE).as_posix()}"] = _module_digest(str(path), st.st_mtime_ns, st.st_size)
     return out
 
 
 def key(params: dict, inputs: dict | None = None, code=()) -> dict:
-    """An artifact's key: ``params`` (settings), ``inputs`` (images, model, upstream hashes), ``code``."""
+    """An artifact's key: ``params`` (settings), ``inputs`` (images, model, upstream hashes), ``code`` (the
+    digests of the modules named, :func:`code_digest`)."""
     return {"params": params, "inputs": inputs or {}, "code": code_digest(code)}
 
 

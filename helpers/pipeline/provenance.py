@@ -1,6 +1,11 @@
-"""What every artifact is made from, given a profile: the one place that knows the chain.
+"""Each step of the method, declared once; what every artifact is made from, given a profile.
 
-Each notebook makes artifacts from upstream ones::
+A step's module declares it with :func:`declare` (in the spirit of torchvision's ``register_model``):
+the notebook it belongs to, the artifact it makes, the artifacts it reads, the settings that shape it,
+its one key function, the function that builds it for a profile, the function each ``torch.distributed``
+rank runs, its outputs (figures and tables) and its cost. Everything else reads the declarations: the
+graph (:func:`notebooks`, :func:`upstream`), the runner's plan, ``helpers.verify``, the dry run, the
+site and the controls. This module imports no step; :mod:`helpers.steps` imports every step's module.
 
     01_sample   model (stand-ins only), sample   <- training / sample images, model
     02_pca      bases                            <- sample
@@ -12,183 +17,208 @@ Each notebook makes artifacts from upstream ones::
     07_user_study_analysis                       <- stimuli, machine (and the response logs)
     08_compositional compositional               <- model, bases, probe images and concepts, eval images
 
-Each step owns the key of what it makes: its module calls :func:`register`
-(the artifact, how its key is computed for a profile, what it is made from,
-whether a profile has it), and :mod:`helpers.steps` lists those modules; this
-module reads the registrations and imports no step. :func:`expected` computes
-the key an artifact must have for a profile (its settings, which images, the
-model id, the content hash of each upstream artifact, the code), from the
-upstream artifacts on disk — which must be current themselves.
-:func:`require` reads an artifact and refuses it, naming what changed and the
-step to rerun, when it is not what the profile asks for. :func:`status` says
-current / missing / stale / corrupt without raising; the runner plans with it
-and ``helpers.verify`` reports it.
+:func:`expected` computes the key an artifact must have for a profile (its settings, which images, the
+model id, the content hash of each upstream artifact, the code: :func:`code`), from the upstream
+artifacts on disk, which must be current themselves. Artifacts of different settings live side by side:
+:func:`folder` is ``data/<profile>/<model>/<artifact>/<id>``, ``id`` a digest of the key's settings and
+inputs. :func:`require` reads an artifact and refuses it, naming what changed and the step to rerun,
+when it is not what the profile asks for; :func:`ensure` builds it (and what it reads) when it is not
+there; :func:`status` says current / missing / stale / corrupt without raising.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Callable
 
-from . import store
+from . import keys as _keys
+from . import settings, store
+from .checks import Missing, needs, preflight, register_check, register_need  # noqa: F401  (steps' names)
+from .imports import closure
 from .keys import differences
 from .settings import Profile
 
 
 @dataclass(frozen=True)
+class Output:
+    """A figure or table a notebook writes into ``figures/<profile>/<model>/``.
+
+    ``name``: a figure's stem (written as ``.png`` and ``.pdf``) or a table's file name (``.csv``),
+    ``{layer}`` standing for each of the profile's layers;
+    ``caption``: shown by the demo site (figures with one are published); ``gather``: the name of the
+    controls' table that gathers it (``controls_<gather>.csv``); ``when(p)``: written only for such
+    profiles (default: always).
+    """
+
+    name: str
+    caption: str = ""
+    gather: str = ""
+    when: Callable | None = None
+
+    def files(self, p) -> tuple:
+        """The files it is written as for profile ``p``."""
+        names = [self.name.format(layer=layer) for layer in p.layers] if "{layer}" in self.name else [self.name]
+        return tuple(f for n in names for f in ((n,) if "." in n else (f"{n}.png", f"{n}.pdf")))
+
+
+@dataclass(frozen=True)
 class Step:
+    """One step of the method as its module declares it (:func:`declare`).
+
+    Attributes
+    ----------
+    notebook : str
+        ``"02_pca"``: the notebook that runs it (its number orders the steps).
+    artifact : str or None
+        What it makes (``None`` for a step that only draws, e.g. 07).
+    key : callable
+        ``key(p) -> dict``: the artifact's key for profile ``p``, the one function the driver, the ranks and
+        provenance call (it may :func:`require` upstream artifacts for their hashes).
+    reads : tuple
+        The artifacts it is made from (or, for a step without artifact, draws from).
+    settings : tuple
+        The settings that shape it (its key): a notebook that reads the artifact inherits them.
+    uses : tuple
+        The other settings its code reads (batch size, device, ...). The notebook's parameters cell lists
+        ``settings`` and ``uses``.
+    build : callable
+        ``build(p) -> sidecar``: make it for ``p`` (reused when current).
+    rank : callable
+        ``rank(p, **job)``: what each ``torch.distributed`` rank runs (a function, not a name).
+    outputs : tuple of Output
+        The figures and tables its notebook writes from it.
+    cost, applies, why_not, optional : callable
+        ``cost(p, scale)``: disk, memory and work (:mod:`helpers.pipeline.costs`); ``applies(p)``: whether
+        the profile has it; ``why_not(p)``: what to give when it does not; ``optional``: ``{artifact:
+        reads_it(p)}`` for an upstream artifact read only by some profiles.
+    module : str
+        The declaring module (its import closure is the artifact's code).
+    """
+
+    notebook: str
+    artifact: str | None = None
+    key: Callable | None = None
+    reads: tuple = ()
+    settings: tuple = ()
+    uses: tuple = ()
+    build: Callable | None = None
+    rank: Callable | None = None
+    outputs: tuple = ()
+    cost: Callable | None = None
+    applies: Callable | None = None
+    why_not: Callable | None = None
+    optional: dict | None = None
+    module: str = ""
+
+    @property
+    def number(self) -> str:
+        return self.notebook.split("_")[0]
+
+
+@dataclass(frozen=True)
+class Notebook:
+    """A notebook's steps together: what it makes, what it reads, what it writes."""
+
     notebook: str
     makes: tuple
     reads: tuple
+    outputs: tuple
 
 
-STEPS = {
-    "01": Step("01_sample", ("model", "sample"), ()),
-    "02": Step("02_pca", ("bases",), ("sample",)),
-    "03": Step("03_index", ("index",), ("model", "bases", "sample")),
-    "04": Step("04_visualize", ("grids",), ("model", "sample", "bases", "index")),
-    "05": Step("05_ablation", ("ablation",), ("model", "bases")),
-    "06": Step("06_user_study", ("stimuli", "machine"), ("grids", "sample", "bases", "index")),
-    "07": Step("07_user_study_analysis", (), ("stimuli", "machine")),
-    "08": Step("08_compositional", ("compositional",), ("model", "bases")),
-}
-"""Each step (notebook number): the artifacts it makes and those it reads."""
+_DECLARED: dict[tuple, Step] = {}
 
 
-PRODUCER = {a: number for number, step in STEPS.items() for a in step.makes}
+def declare(module: str, notebook: str, artifact: str | None = None, **facts) -> Step:
+    """Declare a step: called once, at the bottom of the module that computes it (``declare(__name__, ...)``).
+
+    See :class:`Step` for the facts. Returns the declaration (the module keeps it as ``STEP``).
+    """
+    name = module.split(".", 1)[1] if module.startswith("helpers.") else module
+    step = Step(notebook, artifact, module=name, **facts)
+    if artifact is not None and step.key is None:
+        raise ValueError(f"step {notebook} declares artifact {artifact!r} without its key function (key=).")
+    _DECLARED[(notebook, artifact)] = step
+    return step
 
 
-ARTIFACTS = tuple(PRODUCER)
+def _steps() -> list[Step]:
+    return sorted(_DECLARED.values(), key=lambda s: s.number)
+
+
+def artifacts() -> tuple:
+    """The declared artifacts, upstream first (in the order of the notebooks)."""
+    return tuple(s.artifact for s in _steps() if s.artifact)
+
+
+def notebooks() -> dict[str, Notebook]:
+    """``{number: Notebook}``: each notebook's declared steps together, in order."""
+    out = {}
+    for s in _steps():
+        nb = out.get(s.number, Notebook(s.notebook, (), (), ()))
+        makes = nb.makes + ((s.artifact,) if s.artifact else ())
+        reads = tuple(dict.fromkeys(nb.reads + tuple(r for r in s.reads if r not in makes)))
+        out[s.number] = Notebook(s.notebook, makes, reads, nb.outputs + tuple(s.outputs))
+    return out
+
+
+def producer(artifact: str) -> Step:
+    """The declaration of the step that makes ``artifact``."""
+    for s in _DECLARED.values():
+        if s.artifact == artifact:
+            return s
+    known = artifacts()
+    if known:
+        raise ValueError(f"artifact={artifact!r} is made by no declared step; the steps make {list(known)}.")
+    raise LookupError(f"no step has declared artifact {artifact!r} in this process: import its step's module "
+                      "or helpers.steps (which imports every step).")
 
 
 def made_by(p: Profile, artifact: str) -> str:
     """The step that makes an artifact, as a command: ``02_pca (python -m helpers.run ... --only 02)``."""
-    number = PRODUCER[artifact]
-    return f"{STEPS[number].notebook} (python -m helpers.run --profile {p.name} --only {number})"
+    s = producer(artifact)
+    return f"{s.notebook} (python -m helpers.run --profile {p.name} --only {s.number})"
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """A step's registration of what it makes (see :func:`register`)."""
-
-    name: str
-    key: Callable
-    upstream: Callable
-    applies: Callable
-    why_not: Callable | None = None
-    cost: Callable | None = None
-
-
-@dataclass(frozen=True)
-class Missing:
-    """Something a step needs that is not here (weights not cached, a package, a dataset).
-
-    ``fetch()``, when given, gets it now (a run calls it before any kernel starts; a dry run does not);
-    ``download`` is its size in bytes where known.
-    """
-
-    what: str
-    why: str
-    fix: str
-    fetch: Callable | None = None
-    download: int | None = None
-
-    def line(self) -> str:
-        """``"<what>: <why>; <fix>"``: one line for the user."""
-        return f"{self.what}: {self.why}; {self.fix}"
+def code(module: str) -> tuple:
+    """The modules whose code makes ``module``'s artifact: every module of ``helpers`` it imports,
+    transitively (:func:`helpers.pipeline.imports.closure`), but for ``pipeline`` (settings, storage,
+    provenance: where and whether an artifact is made, not what it holds) and the modules of the steps that
+    make the artifacts it reads (those enter its key by their content hash)."""
+    name = module.split(".", 1)[1] if module.startswith("helpers.") else module
+    reads = {a for s in _DECLARED.values() if s.module == name for a in s.reads}
+    upstream = {producer(a).module for a in reads} - {name}
+    return closure(name, skip=("pipeline", "__init__", *upstream))
 
 
-_REGISTRY: dict[str, Artifact] = {}
-_CHECKS: list = []
-_NEEDS: list = []
-
-
-def register(name: str, key: Callable, upstream=(), applies: Callable | None = None,
-             why_not: Callable | None = None, cost: Callable | None = None) -> None:
-    """Say how artifact ``name`` is keyed: called once by the module of the step that makes it.
-
-    Parameters
-    ----------
-    key : callable
-        ``key(p) -> dict``: the key the artifact must have for profile ``p``
-        (it may :func:`require` upstream artifacts for their hashes).
-    upstream : tuple or callable
-        The artifacts it is made from, or ``upstream(p) -> tuple``.
-    applies : callable, optional
-        ``applies(p) -> bool``: whether profile ``p`` has this artifact (default: always).
-    why_not : callable, optional
-        ``why_not(p) -> str``: what to give when a step is asked for but its artifact does not apply.
-    cost : callable, optional
-        ``cost(p, scale) -> helpers.pipeline.costs.Cost``: the disk, memory and work of making it
-        (``scale``: :class:`helpers.pipeline.costs.Scale`), for the dry run and the disk check.
-    """
-    if name not in PRODUCER:
-        raise ValueError(f"artifact {name!r} is made by no step; the steps make {list(ARTIFACTS)}.")
-    ups = upstream if callable(upstream) else (lambda p, ups=tuple(upstream): ups)
-    _REGISTRY[name] = Artifact(name, key, ups, applies or (lambda p: True), why_not, cost)
-
-
-def register_check(check: Callable) -> None:
-    """Add ``check(p)``, run by the runner before any kernel starts (raises on what cannot work)."""
-    if check not in _CHECKS:
-        _CHECKS.append(check)
-
-
-def register_need(need: Callable, steps: tuple) -> None:
-    """Add ``need(p) -> list of Missing``: what steps ``steps`` (notebook numbers) need that may not be here.
-
-    The runner asks every need of the steps it will run before any kernel starts: it fetches what can be
-    fetched and refuses, one line each with the fix, what cannot; the dry run lists them.
-    """
-    if (need, tuple(steps)) not in _NEEDS:
-        _NEEDS.append((need, tuple(steps)))
-
-
-def needs(p: Profile, numbers) -> list:
-    """The :class:`Missing` components of the steps ``numbers`` for profile ``p``, each once."""
-    out, seen = [], set()
-    for need, steps in _NEEDS:
-        if set(steps) & set(numbers) and need not in seen:
-            seen.add(need)
-            out.extend(need(p))
-    return out
+def key(module: str, params: dict, inputs: dict | None = None) -> dict:
+    """An artifact's key (:func:`helpers.pipeline.keys.key`) with the code of ``module``'s closure (:func:`code`)."""
+    return _keys.key(params, inputs, code(module))
 
 
 def cost(p: Profile, artifact: str, scale):
-    """The :class:`helpers.pipeline.costs.Cost` of making ``artifact`` for ``p``, or ``None`` if unregistered."""
-    fn = _registered(artifact).cost
+    """The :class:`helpers.pipeline.costs.Cost` of making ``artifact`` for ``p``, or ``None`` if undeclared."""
+    fn = producer(artifact).cost
     return fn(p, scale) if fn else None
-
-
-def _registered(artifact: str) -> Artifact:
-    if artifact not in PRODUCER:
-        raise ValueError(f"artifact={artifact!r} is unknown; artifacts are {list(ARTIFACTS)}.")
-    if artifact not in _REGISTRY:
-        raise LookupError(f"no step has registered artifact {artifact!r} in this process: import the module of "
-                          f"{STEPS[PRODUCER[artifact]].notebook} or helpers.steps (which imports every step).")
-    return _REGISTRY[artifact]
-
-
-def preflight(p: Profile) -> None:
-    """Run every registered check on profile ``p`` (a missing split, a model that cannot take the images)."""
-    for check in _CHECKS:
-        check(p)
 
 
 def applies(p: Profile, artifact: str) -> bool:
     """Whether the profile has this artifact (a published model has no ``model`` artifact; a profile
     without concepts, e.g. ImageNet without ``broden_root``, no compositional explanations)."""
-    return bool(_registered(artifact).applies(p))
+    fn = producer(artifact).applies
+    return bool(fn(p)) if fn else True
 
 
 def why_not(p: Profile, artifact: str) -> str:
     """Why profile ``p`` has no ``artifact`` and what to give for it."""
-    reason = _registered(artifact).why_not
+    reason = producer(artifact).why_not
     return reason(p) if reason else f"{artifact} does not apply to profile {p.name!r}"
 
 
 def upstream(p: Profile, artifact: str) -> tuple:
     """The artifacts this one is made from, for this profile."""
-    return tuple(a for a in _registered(artifact).upstream(p) if applies(p, a))
+    s = producer(artifact)
+    return tuple(a for a in s.reads if (s.optional or {}).get(a, lambda p: True)(p) and applies(p, a))
 
 
 def expected(p: Profile, artifact: str) -> dict:
@@ -196,7 +226,34 @@ def expected(p: Profile, artifact: str) -> dict:
 
     Raises like :func:`require` when an upstream artifact is missing, stale or corrupt.
     """
-    return _registered(artifact).key(p)
+    return producer(artifact).key(p)
+
+
+def identity(k: dict) -> str:
+    """The folder name of an artifact of key ``k``: a digest of its settings (but ``layers``: an artifact of
+    more layers serves fewer, and one of other layers is remade in place) and its inputs. Code is left out:
+    an artifact made by older code is remade in place, never kept beside the current one."""
+    part = {"params": {n: v for n, v in k["params"].items() if n != "layers"}, "inputs": k["inputs"]}
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def folder(p: Profile, artifact: str):
+    """Where ``artifact`` for profile ``p`` lives: ``<data_path>/<artifact>/<id>`` (:func:`identity`).
+
+    Raises like :func:`require` when an upstream artifact it is made from is missing, stale or corrupt.
+    """
+    return p.data_path / artifact / identity(expected(p, artifact))
+
+
+def _folders(p: Profile, name: str):
+    """``p.artifact(name)``: a declared artifact's :func:`folder`; ``"responses"`` (the study's logs), one folder
+    per stimuli set."""
+    if name == "responses":
+        return p.data_path / name / folder(p, "stimuli").name
+    return folder(p, name)
+
+
+settings.FOLDERS = _folders
 
 
 def require(p: Profile, artifact: str) -> dict:
@@ -208,9 +265,30 @@ def require(p: Profile, artifact: str) -> dict:
         Naming the artifact (or the upstream one at fault), what differs, and
         the step to rerun.
     """
-    by = made_by(p, artifact)
-    store.read_meta(p.artifact(artifact), made_by=by)  # its own sidecar and files first
-    return store.read_meta(p.artifact(artifact), expected(p, artifact), by, check=False)
+    by, k = made_by(p, artifact), expected(p, artifact)
+    where = p.data_path / artifact / identity(k)
+    store.read_meta(where, made_by=by)  # its own sidecar and files first
+    return store.read_meta(where, k, by, check=False)
+
+
+def ensure(p: Profile, artifact: str) -> dict:
+    """The sidecar of ``artifact`` for ``p``, built first (and whatever it is made from) when it is missing,
+    stale or corrupt: a notebook opens the artifact its own settings ask for."""
+    for up in upstream(p, artifact):
+        ensure(p, up)
+    state, why = status(p, artifact)
+    if state != "current":
+        s = producer(artifact)
+        store.say(f"{artifact} is {state} for these settings ({why}): making it ({s.notebook}'s step)")
+        s.build(p)
+    return require(p, artifact)
+
+
+def ensure_reads(p: Profile, notebook: str) -> None:
+    """:func:`ensure` every artifact notebook ``notebook`` (number or name) reads, for its settings."""
+    for artifact in notebooks()[notebook.split("_")[0]].reads:
+        if applies(p, artifact):
+            ensure(p, artifact)
 
 
 def keys(p: Profile, artifacts) -> dict:
@@ -224,36 +302,52 @@ def status(p: Profile, artifact: str, full: bool = False, known: dict | None = N
     ``full`` hashes every file of the artifact (not only those whose times
     changed); ``known`` holds states already found for upstream artifacts.
     """
-    folder, by = p.artifact(artifact), made_by(p, artifact)
-    try:
-        meta = store.verify(folder, by) if full else store.read_meta(folder, made_by=by)
-    except store.MissingArtifactError:
-        return "missing", f"not made yet ({by})"
-    except store.CorruptArtifactError as e:
-        return "corrupt", str(e)
+    by = made_by(p, artifact)
     for up in upstream(p, artifact):
         state = (known or {}).get(up) or status(p, up)[0]
+        if state == "missing":
+            return "missing", f"needs {up}, which is missing ({made_by(p, up).split(' ')[0]} makes it)"
         if state != "current":
             return "stale", f"made from {up}, which is {state} ({made_by(p, up).split(' ')[0]} remakes it)"
-    diffs = differences(meta, expected(p, artifact))
+    k = expected(p, artifact)
+    where = p.data_path / artifact / identity(k)
+    try:
+        meta = store.verify(where, by) if full else store.read_meta(where, made_by=by)
+    except store.MissingArtifactError:
+        older = p.data_path / artifact / store.META
+        return "missing", f"not made yet for these settings ({by})" + (
+            f"; {older.parent} holds one of the layout without a folder per setting, which nothing reads "
+            "(make prune removes it)" if older.exists() else "")
+    except store.CorruptArtifactError as e:
+        return "corrupt", str(e)
+    diffs = differences(meta, k)
     if diffs:
         return "stale", f"made from {'; '.join(diffs)}"
     return "current", f"{meta['hash'][:19]}…"
 
 
-def record_outputs(p: Profile, notebook: str, names, artifacts) -> None:
-    """Note in ``figures/<profile>/provenance.json`` what made each figure or table.
+def outputs(p: Profile, notebook: str) -> tuple:
+    """The :class:`Output` s notebook ``notebook`` (number or name) writes for profile ``p``."""
+    nb = notebooks()[notebook.split("_")[0]]
+    return tuple(o for o in nb.outputs if o.when is None or o.when(p))
 
-    Each of ``names`` (files in the figures folder) gets the notebook, the
-    content hashes of the ``artifacts`` it was drawn from, the settings and
-    the time; an entry is replaced when its file is made again.
+
+def record_outputs(p: Profile, notebook: str) -> list:
+    """Note in ``figures/<profile>/<model>/provenance.json`` what made each output of ``notebook``.
+
+    Each declared output (:func:`outputs`) that is there gets the notebook, the content hashes of the
+    artifacts the notebook makes and reads, the settings and the time; an entry is replaced when its file
+    is made again. Returns the files recorded.
     """
     import dataclasses
     import time
 
     from .locks import Lock
 
-    entry = {"made_by": notebook, "from": {a: require(p, a)["hash"] for a in artifacts if applies(p, a)},
+    nb = notebooks()[notebook.split("_")[0]]
+    names = [f for o in outputs(p, notebook) for f in o.files(p) if (p.figures_path / f).exists()]
+    used = [a for a in nb.makes + nb.reads if applies(p, a)]
+    entry = {"made_by": nb.notebook, "from": {a: require(p, a)["hash"] for a in used},
              "settings": dataclasses.asdict(p), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = p.figures_path / "provenance.json"
     p.figures_path.mkdir(parents=True, exist_ok=True)
@@ -261,3 +355,4 @@ def record_outputs(p: Profile, notebook: str, names, artifacts) -> None:
         table = store.read_json(path) if path.exists() else {}
         table.update({name: entry for name in names})
         store.write_json(path, table)
+    return names

@@ -32,6 +32,14 @@ ROOT = Path(__file__).resolve().parents[2]
 """The project folder: ``data/`` and ``figures/`` live here unless overridden."""
 
 
+def FOLDERS(p, name):  # replaced by helpers.pipeline.provenance, imported with helpers.pipeline
+    raise LookupError("artifact folders are named by their keys: import helpers.pipeline first.")
+
+
+PUBLISHED_MODEL = "alexnet"
+"""The network whose numbers the paper publishes (:mod:`helpers.reference`)."""
+
+
 PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc1", "fc2", "fc3")
 
 
@@ -264,9 +272,15 @@ class Profile:
         """Folder of this profile's figures and tables of its model: ``figures/<profile>/<model>``."""
         return (Path(self.figures_dir) if self.figures_dir else ROOT / "figures" / self.name) / slug(self.model)
 
-    def artifact(self, step: str) -> Path:
-        """Folder of one step's artifact, e.g. ``artifact("sample")``."""
-        return self.data_path / step
+    def artifact(self, name: str) -> Path:
+        """Folder of the artifact ``name`` these settings ask for, e.g. ``artifact("sample")``:
+        ``<data_path>/<name>/<id>`` (:func:`helpers.pipeline.provenance.folder`, which sets :data:`FOLDERS`)."""
+        return FOLDERS(self, name)
+
+    @property
+    def published(self) -> bool:
+        """Whether the paper published numbers of this profile's model (its notebooks compare with them)."""
+        return self.model == PUBLISHED_MODEL
 
     def figure(self, name: str) -> Path:
         """Path of a figure or table without extension (``figures/<profile>/<name>``)."""
@@ -337,29 +351,31 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
-"""Every overridable setting; each notebook's parameters cell lists them all (``None``)."""
+"""Every overridable setting (a notebook's parameters cell lists those its step reads)."""
 
 
 TRACE_ENV = "HELPERS_TRACE_SETTINGS"
 """A folder: when set, each notebook's kernel records there which settings it read (``<notebook>.txt``;
 the runner names the notebook in ``HELPERS_NOTEBOOK``). The test of the notebooks' parameters cells uses it."""
-_LITERALS = (str, int, float, bool, type(None))
 
 
-def _literal(value) -> bool:
-    return isinstance(value, _LITERALS) or (isinstance(value, (list, tuple)) and all(isinstance(v, _LITERALS)
-                                                                                     for v in value))
+def given(profile: str, settings: dict | None = None, **cell) -> Profile:
+    """The profile a notebook asks for: ``profile`` with the settings it is handed, nothing else.
 
+    ``cell``: the settings of the notebook's parameters cell, by name (``None`` keeps the profile's value);
+    ``settings``: any other setting, by name, e.g. one that keys an artifact the notebook reads (the runner
+    passes every setting it was given here). A value in the cell wins over the same name in ``settings``.
 
-def given(profile, namespace: dict) -> Profile:
-    """The profile a notebook asks for: ``profile`` with every setting that ``namespace`` (the notebook's
-    ``globals()``) defines as a literal — its parameters cell's and those the runner or papermill injected.
-
-    A notebook's parameters cell lists the settings its step reads; any other known setting given with
-    ``-p name=value`` reaches it too. Names that are not settings, and values that are not literals (a
-    variable a later cell rebound), are not settings and are left out.
+    Raises
+    ------
+    ValueError
+        For a name that is not a setting, naming the settings.
     """
-    p = load_profile(profile, **{k: namespace[k] for k in SETTINGS if k in namespace and _literal(namespace[k])})
+    given = {**(settings or {}), **{k: v for k, v in cell.items() if v is not None}}
+    unknown = sorted(set(given) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"{unknown}: not a setting; the settings are {sorted(SETTINGS)}.")
+    p = load_profile(profile, **given)
     folder = os.environ.get(TRACE_ENV)
     if folder:
         p = _traced(p, Path(folder) / f"{os.environ.get('HELPERS_NOTEBOOK', 'notebook')}.txt")

@@ -2,10 +2,8 @@
 """
 from __future__ import annotations
 
+from ..pipeline.settings import PUBLISHED_MODEL as MODEL  # noqa: F401  (torchvision's AlexNet, ImageNet weights)
 from .figures import BASES, TRIALS, read_rows
-
-MODEL = "alexnet"
-"""The model the published numbers are of (torchvision's AlexNet, ImageNet weights)."""
 
 
 def applies(model: str) -> bool:

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..bases import fit as _bases  # noqa: F401  registers the bases, which an index is made from
+from ..bases import fit as _bases  # the bases (their means centre the vectors); importing it declares them
 from ..images.batches import Batches
 from ..images.common import example, images_key
 from ..models.running import get_device, place
 from ..models.sites import sites as layer_sites
 from ..models.inputs import selection
 from ..models.loading import model_id
-from ..pipeline import costs, keys, provenance, store
+from ..pipeline import costs, distributed, provenance, store
 from ..sampling import capture, forward_until
 from .knn import as_float32, new_index, to_device
 
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 
 
 MADE_BY = "03_index (python -m helpers.run --only 03)"
-
-
-SOURCES = ("search/index", "search/knn", "sampling", "models/registry", "models/loading", "models/families",
-           "models/sites", "models/inputs", "images/common", "images/fashion", "images/folders", "images/batches")
 
 def choose_positions(n_images: int, hw: int, cap: int | None, seed: int) -> np.ndarray | None:
     """Sorted flat ids ``image * hw + position`` of a seeded subsample of at most ``cap``; None: all."""
@@ -48,20 +44,46 @@ def choose_positions(n_images: int, hw: int, cap: int | None, seed: int) -> np.n
     return np.sort(np.random.default_rng([seed, 3]).choice(total, size=cap, replace=False))
 
 
-def index_key(layers, images: dict, model_id: str, bases_hash: str, *, cap=None, kind: str = "flat",
-              nlist: int = 1024, seed: int = 0, sample_hash: str | None = None) -> dict:
-    """What an index is made from: its settings, the eval images, the model, the bases (means), this code."""
-    params = {"layers": list(layers), "cap": cap, "kind": kind, "seed": int(seed),
-              **({"nlist": nlist} if kind == "ivf" else {})}
-    inputs = {"model": model_id, "images": images, "bases": bases_hash,
-              **({"sample": sample_hash} if kind == "ivf" else {})}
-    return keys.key(params, inputs, SOURCES)
+def index_key(p) -> dict:
+    """What profile ``p``'s index is made from: its settings, the eval images, the model, the bases (means) and,
+    for IVF, the sample (the quantiser's training vectors), this code.
+
+    The one key of step 3: the driver (:func:`make_index`), each rank and provenance call it.
+    """
+    ivf = p.index_kind == "ivf"
+    params = {"layers": list(p.layers), "cap": p.index_cap, "kind": p.index_kind, "seed": int(p.seed),
+              **({"nlist": p.nlist} if ivf else {})}
+    inputs = {"model": model_id(p), "images": images_key(*selection(p, "eval")),
+              "bases": provenance.require(p, "bases")["hash"],
+              **({"sample": provenance.require(p, "sample")["hash"]} if ivf else {})}
+    return provenance.key(__name__, params, inputs)
 
 
-def index_activations(model, dataset, layers, means: dict, folder, *, indices=None, cap=None,
+def make_index(p, ranks=None) -> dict:
+    """Step 3 for profile ``p``: its index (reused when current); returns the sidecar.
+
+    The vectors are centred with the PCA mean of each layer (from the bases); an IVF quantiser is trained
+    on the sample. ``ranks``: default the profile's (:func:`helpers.pipeline.distributed.ranks`).
+    """
+    from ..models.loading import load_model
+    from ..sampling import open_sample
+
+    key = index_key(p)  # refuses stale bases (and sample)
+    model, _ = load_model(p, train=False)
+    dataset, indices = selection(p, "eval")
+    means = {layer: _bases.load_basis(p.artifact("bases"), layer).mean_ for layer in p.layers}
+    train = ({layer: open_sample(p.artifact("sample"), layer)[0] for layer in p.layers}
+             if p.index_kind == "ivf" else None)
+    return index_activations(model, dataset, p.layers, means, p.artifact("index"), key, indices=indices,
+                             cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, train=train, seed=p.seed,
+                             batch_size=p.batch_size, num_workers=p.num_workers, device=p.device,
+                             skip_bad=p.skip_bad_images, profile=p.name,
+                             ranks=distributed.ranks(p) if ranks is None else ranks)
+
+
+def index_activations(model, dataset, layers, means: dict, folder, key: dict, *, indices=None, cap=None,
                       kind: str = "flat", nlist: int = 1024, train: dict | None = None, seed: int = 0,
-                      batch_size: int = 256, num_workers: int = 0, device=None, model_id: str = "unnamed",
-                      bases_hash: str = "unnamed", sample_hash: str | None = None, skip_bad: bool = False,
+                      batch_size: int = 256, num_workers: int = 0, device=None, skip_bad: bool = False,
                       profile: str = "", ranks=None) -> dict:
     """Index every (or a capped subsample of every) position of ``layers`` over ``dataset``.
 
@@ -73,16 +95,16 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
         Most positions per layer (seeded subsample); ``None``: all.
     train : dict, optional
         ``{layer: (n, d) array}`` of vectors to train an IVF quantiser (centred here).
-    model_id, bases_hash, sample_hash : str
-        The model's id and the content hashes of the bases (``means``) and the
-        sample (``train``), recorded as the index's inputs.
+    key : dict
+        The artifact's key (:func:`index_key` for a profile).
     skip_bad : bool
         Leave out unreadable images (listed in the sidecar) instead of stopping.
     ranks : helpers.pipeline.distributed.Ranks, optional
         With more than one process, each rank forwards its shard of the images
         (whole batches of the one-process run) and the driver adds the shards
         to the index in rank order: the index and locations are those of one
-        process. The model, images and bases must be the profile's (``ranks.p``).
+        process. Each rank rebuilds the model and images from the profile
+        ``ranks.p`` and stops unless its :func:`index_key` is ``key``.
 
     Returns
     -------
@@ -101,13 +123,11 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     sites = layer_sites(model, layers, example(dataset, indices).to(device))
     shapes = {name: s.shape for name, s in sites.items()}
-    key = index_key(layers, images_key(dataset, indices), model_id, bases_hash, cap=cap, kind=kind,
-                    nlist=nlist, seed=seed, sample_hash=sample_hash)
     many = ranks is not None and ranks.distributed
     work = dict(key=key, folder=str(folder), layers=list(layers), means={k: np.asarray(v, np.float32).tolist()
                                                                            for k, v in means.items()})
     if many and not ranks.main:
-        return ranks.follow("helpers.search.index:index_rank", folder, key, MADE_BY, **work)
+        return ranks.follow(index_rank, folder, key, MADE_BY, **work)
     with store.Build(folder, key, MADE_BY, profile=profile, resumable=False, skip_bad=skip_bad) as b:
         if b.current:
             return b.meta
@@ -117,7 +137,7 @@ def index_activations(model, dataset, layers, means: dict, folder, *, indices=No
                    for name, s in shapes.items()}
         locs = {name: [] for name in shapes}
         if many:
-            ranks.launch("helpers.search.index:index_rank", **work)
+            ranks.launch(index_rank, **work)
             parts, bad = _merge(b.partial, shapes, ranks.world)
         else:
             parts, bad = _indexed(model, dataset, indices, sites, mean, cap, seed, batch_size, num_workers, device,
@@ -171,17 +191,13 @@ def index_rank(p, key: dict, folder: str, layers: list, means: dict) -> None:
     as ``<layer>.<rank>.npy`` (centred vectors) and ``<layer>_loc.<rank>.npy`` into the partial artifact
     for the driver to add to the index in rank order (the one-process order)."""
     from ..models.loading import load_model
-    from ..pipeline import distributed
 
+    distributed.same_key(index_key(p), key, "index")
     device = distributed.device(p.device)
-    model, info = load_model(p, train=False)
+    model, _ = load_model(p, train=False)
     model = place(model, device)
     dataset, indices = selection(p, "eval")
     indices = np.asarray(indices)
-    sample = provenance.require(p, "sample")["hash"] if p.index_kind == "ivf" else None
-    mine = index_key(layers, images_key(dataset, indices), info["id"], provenance.require(p, "bases")["hash"],
-                     cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, seed=p.seed, sample_hash=sample)
-    distributed.same_key(mine, key, "index")
     sites = layer_sites(model, layers, example(dataset, indices).to(device))
     mean = {k: np.asarray(v, np.float32) for k, v in means.items()}
     r = distributed.rank()[0]
@@ -259,12 +275,6 @@ def load_index(folder, layer: str, nprobe: int | None = None, device=None, key: 
     return to_device(index, device), store.open_array(folder, f"{layer}_loc", MADE_BY)
 
 
-def _key(p) -> dict:
-    sample = provenance.require(p, "sample")["hash"] if p.index_kind == "ivf" else None
-    return index_key(p.layers, images_key(*selection(p, "eval")), model_id(p), provenance.require(p, "bases")["hash"],
-                     cap=p.index_cap, kind=p.index_kind, nlist=p.nlist, seed=p.seed, sample_hash=sample)
-
-
 def indexed(p, scale, layer: str) -> int:
     """Vectors the index of ``layer`` holds: every position of the eval images, at most ``index_cap``."""
     n = scale.images["eval"] * scale.positions(layer)
@@ -284,5 +294,9 @@ def _cost(p, scale) -> costs.Cost:
                       device=scale.param_bytes + batch * scale.forward_bytes, work={"images": n})
 
 
-provenance.register("index", _key, cost=_cost,
-                    upstream=lambda p: ("model", "bases") + (("sample",) if p.index_kind == "ivf" else ()))
+STEP = provenance.declare(
+    __name__, "03_index", "index", key=index_key, reads=("model", "bases", "sample"), build=make_index,
+    rank=index_rank, optional={"sample": lambda p: p.index_kind == "ivf"},
+    settings=("model", "layers", "eval_split", "n_eval", "index_kind", "index_cap", "nlist", "seed"),
+    uses=("bases", "batch_size", "num_workers", "device", "skip_bad_images", *distributed.SETTINGS),
+    cost=_cost)

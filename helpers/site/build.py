@@ -27,13 +27,13 @@ from ..pipeline.settings import ROOT, load_profile, slug
 ASSETS = Path(__file__).with_name("assets")
 
 
-FIGURES = {"fig05_explained_variance": "Fig. 5 · explained variance",
-           "fig06_ablation": "Fig. 6 · accuracy under ablation",
-           "fig07_user_study": "Fig. 7 · user study (machine observer unless people took part)",
-           "fig_machine_interpretability": "Interpretability without people · grid observer and held-out queries",
-           "fig_compositional_iou": "Compositional explanations · IoU per layer",
-           "fig_compositional_iou_by_length": "Compositional explanations · IoU by formula length"}
-"""The per-model figures on the second view, in order, with their captions."""
+def captions() -> dict:
+    """``{figure: caption}``: the per-model figures on the second view, in the order of the notebooks, as the
+    steps declare them (:class:`helpers.pipeline.provenance.Output` with a caption)."""
+    from .. import steps  # noqa: F401  importing the catalogue declares every step
+    from ..pipeline import provenance
+
+    return {o.name: o.caption for nb in provenance.notebooks().values() for o in nb.outputs if o.caption}
 
 
 def models_found(profile: str, figures_dir=None) -> list[str]:
@@ -101,7 +101,7 @@ def model_entry(p, out: Path, say=print) -> dict | None:
                             "vectors": int(len(b.components_)), "components": items}
         layers.append({"name": layer, "bases": bases})
     figures = []
-    for name, caption in FIGURES.items():
+    for name, caption in captions().items():
         src = p.figure(name).with_name(f"{name}.png")
         if src.exists():
             rel = f"images/{here}/{name}.png"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..pipeline import provenance
 from .stimuli import CODE as PARTICIPANT
 from .stimuli import FIELDS, MADE_BY
 
@@ -315,3 +316,16 @@ def paired_tests(responses):
         overall = pairs.groupby("participant")[list(PAIR)].mean() if kind == "human" else pairs
         rows.append({"observer": label, "layer": "all", **_summary(overall, test)})
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
+
+
+STEP = provenance.declare(
+    __name__, "07_user_study_analysis", reads=("stimuli", "machine"),
+    uses=("model", "layers", "bases", "mis_similarity", "seed"),
+    outputs=(provenance.Output("user_study_accuracy.csv"), provenance.Output("user_study_tests.csv"),
+             provenance.Output("fig07_user_study",
+                               caption="Fig. 7 · user study (machine observer unless people took part)"),
+             provenance.Output("user_study_vs_published.csv", when=lambda p: p.published),
+             provenance.Output("machine_interpretability.csv", gather="machine_interpretability"),
+             provenance.Output("fig_machine_interpretability",
+                               caption="Interpretability without people · grid observer and held-out queries")))
+"""07 makes no artifact: it draws the study's tables and Fig. 7 from the stimuli, the logs and the machine scores."""

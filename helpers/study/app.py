@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..grids.visualize import grid_png
+from ..pipeline import provenance
 from ..pipeline.settings import ROOT, SETTINGS, load_profile
 from .stimuli import ResponseLog, check_code, load_stimuli, response, resume_point, trial_list
 
@@ -164,9 +165,14 @@ def serve(profile: str = "quick", parameters: dict | None = None, port: int = 88
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    parameters = {"profile": profile, **(parameters or {})}
-    p = load_profile(profile, **{k: v for k, v in parameters.items() if k in SETTINGS})
-    load_stimuli(p.artifact("stimuli"))  # fail here, clearly, when 06 has not run
+    parameters = parameters or {}
+    settings = {k: v for k, v in parameters.items() if k in SETTINGS}
+    p = load_profile(profile, **settings)
+    parameters = {"profile": profile, "settings": settings, **parameters}  # the cell's names also by name
+    state, why = provenance.status(p, "stimuli")
+    if state != "current":  # fail here, clearly, when 06 has not run for these settings
+        raise FileNotFoundError(f"the study's stimuli are {state} for these settings ({why}): run "
+                                f"{provenance.made_by(p, 'stimuli')} first.")
     nb = parameterize_notebook(load_notebook_node(str(notebook)), parameters)
     out = p.data_path / "study_app.ipynb"
     nbformat.write(nb, out)

@@ -24,7 +24,7 @@ from ..bases.kinds import KINDS
 from ..bases.rotation import RandomBasis
 from ..grids.visualize import Displayed, patch_grid
 from ..models.receptive import crop
-from ..pipeline import costs, keys, provenance, store
+from ..pipeline import costs, provenance, store
 from . import mis
 from .observers import choose
 from .stimuli import _rng, shuffle_columns
@@ -32,23 +32,20 @@ from .stimuli import _rng, shuffle_columns
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"
 
 
-SOURCES = ("study/machine", "study/mis", "study/observers", "study/stimuli", "grids/visualize", "models/receptive",
-           "bases/rotation")
-
 
 GRID_SETTINGS = ("allow", "patch", "grid")
 """The grid observer is run on grids drawn with each of these ``adjacent_repeats``."""
 
 
-def machine_key(p, *, sample_hash: str, bases_hash: str, index_hash: str) -> dict:
-    """What the machine scores are made from: their settings (the α actually used), the sample (ranges of the
-    grids' targets), the bases and the index (the patches and their codes)."""
+def machine_key(p) -> dict:
+    """What profile ``p``'s machine scores are made from: their settings (the α actually used), the sample
+    (ranges of the grids' targets), the bases and the index (the patches and their codes). The one key."""
     params = {"layers": list(p.layers), "bases": list(p.bases), "n_study": p.n_study, "seed": p.seed,
               "n_targets": p.n_targets, "n_neighbours": p.n_neighbours, "thumb": p.thumb,
               "token_margin": float(p.token_margin), "grid_settings": list(GRID_SETTINGS), "baseline": "random",
               "similarity": p.mis_similarity, "alpha": mis.alpha_for(p.mis_similarity, p.mis_alpha),
               "bands": [float(q) for q in p.mis_bands], "tasks": p.mis_tasks, "references": p.mis_references}
-    return keys.key(params, {"sample": sample_hash, "bases": bases_hash, "index": index_hash}, SOURCES)
+    return provenance.key(__name__, params, {a: provenance.require(p, a)["hash"] for a in ("sample", "bases", "index")})
 
 
 def stored_vectors(index, chunk: int = 65536):
@@ -160,7 +157,15 @@ def grid_rows(vis, layer: str, settings=GRID_SETTINGS) -> list[dict]:
     return rows
 
 
-def make_machine(vis, key: dict, profile: str = "", device=None) -> dict:
+def make_machine(p) -> dict:
+    """The machine scores of profile ``p`` (reused when current); returns the sidecar."""
+    from ..grids.visualize import visualizer_for
+
+    key = machine_key(p)
+    return write_machine(visualizer_for(p), key, profile=p.name, device=p.device)
+
+
+def write_machine(vis, key: dict, profile: str = "", device=None) -> dict:
     """Write the ``machine`` artifact of ``vis.p`` (reused while current; a layer done before an interruption
     is kept). Returns its sidecar."""
     p = vis.p
@@ -241,17 +246,11 @@ def interpretability_table(scores: pd.DataFrame, grids: pd.DataFrame, similarity
     return out.reset_index(drop=True)
 
 
-def _key(p) -> dict:
-    return machine_key(p, sample_hash=provenance.require(p, "sample")["hash"],
-                       bases_hash=provenance.require(p, "bases")["hash"],
-                       index_hash=provenance.require(p, "index")["hash"])
-
-
 def _cost(p, scale) -> costs.Cost:
     """Two CSVs; per layer the codes of every indexed patch on each basis (the random baseline included), the
     patches of every task cut and embedded (DreamSim: three ViT-B/16 passes each), and the grid observer's
     grids drawn three ways (a search of their targets each)."""
-    from ..bases.fit import vectors
+    from ..bases.kinds import vectors
     from ..search.index import indexed
 
     out = costs.Cost(disk=4096)
@@ -276,5 +275,10 @@ DREAMSIM_FLOP = 2 * 3 * 17.6e9
 """Floating-point operations of one DreamSim embedding (three ViT-B/16 at 224 px, 17.6 G multiply-adds each)."""
 
 
-provenance.register("machine", _key, upstream=("sample", "bases", "index"), cost=_cost)
+STEP = provenance.declare(
+    __name__, "06_user_study", "machine", key=machine_key, reads=("model", "sample", "bases", "index"), build=make_machine,
+    settings=("layers", "bases", "n_study", "n_targets", "n_neighbours", "thumb", "token_margin", "seed",
+              "mis_similarity", "mis_alpha", "mis_bands", "mis_tasks", "mis_references"),
+    uses=("model", "device"),
+    cost=_cost)
 provenance.register_need(mis.similarity_needs, steps=("06",))

@@ -33,8 +33,6 @@ from ..pipeline import costs, keys, provenance, store
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"
 
 
-SOURCES = ("study/stimuli",)
-
 
 GAP = 2
 """Pixels between the columns of a grid (``visualize.patch_grid``'s default)."""
@@ -84,24 +82,23 @@ def shuffle_columns(image: np.ndarray, m: int, rng: np.random.Generator, gap: in
     return out, perm
 
 
-def stimuli_key(profile, grids_key: dict | None = None) -> dict:
-    """What the stimuli are made from: the study settings and the grids (their content hash).
+def stimuli_key(p) -> dict:
+    """What profile ``p``'s stimuli are made from: the study settings and the grids (their content hash).
 
-    ``grids_key``: the key the grids must have (``provenance``); None: unchecked.
+    The one key of the stimuli (:func:`make_stimuli` and provenance call it).
     """
-    p = profile
-    grids = store.read_meta(p.artifact("grids"), grids_key, GRIDS_MADE_BY)
+    grids = provenance.require(p, "grids")
     need = max(p.n_show, p.n_study)
     if grids["params"]["n_grids"] < p.n_study or not set(p.layers) <= set(grids["params"]["layers"]):
         raise store.StaleArtifactError(
             f"{p.artifact('grids')} holds {grids['params']['n_grids']} grids per basis for layers "
             f"{grids['params']['layers']}; the study needs {p.n_study} for {list(p.layers)}. "
             f"Rerun {GRIDS_MADE_BY} (it saves the top max(n_show, n_study) = {need}).")
-    return keys.key({"layers": list(p.layers), "n_study": p.n_study, "n_targets": p.n_targets, "seed": p.seed},
-                     {"grids": grids["hash"]}, SOURCES)
+    return provenance.key(__name__, {"layers": list(p.layers), "n_study": p.n_study, "n_targets": p.n_targets,
+                                     "seed": p.seed}, {"grids": grids["hash"]})
 
 
-def make_stimuli(profile, grids_key: dict | None = None) -> dict:
+def make_stimuli(p) -> dict:
     """Write the stimuli artifact from the saved grids (once; reused while current).
 
     Refuses to replace stimuli that human participants have answered: their
@@ -109,8 +106,7 @@ def make_stimuli(profile, grids_key: dict | None = None) -> dict:
 
     Returns the artifact's sidecar (``hash`` identifies the stimulus set).
     """
-    p = profile
-    folder, key = p.artifact("stimuli"), stimuli_key(p, grids_key)
+    folder, key = p.artifact("stimuli"), stimuli_key(p)
     answered = sorted((p.artifact("responses") / "human").glob("*.jsonl"))
     if answered and (folder / store.META).exists():
         try:
@@ -318,12 +314,14 @@ def resume_point(log: ResponseLog, trials: list[dict], stimuli_hash: str) -> int
 
 def _cost(p, scale) -> costs.Cost:
     """Two PNGs (ordered, columns shuffled) per studied vector of every basis and layer, and two CSVs."""
-    from ..bases.fit import vectors
+    from ..bases.kinds import vectors
     from ..grids.visualize import grid_shape
 
     n = sum(min(p.n_study, max(p.n_show, p.n_study), k) for layer in p.layers for k in vectors(p, scale, layer).values())
     return costs.Cost(disk=n * (2 * costs.png_bytes(*grid_shape(p, scale)) + 160) + 4096)
 
 
-provenance.register("stimuli", lambda p: stimuli_key(p, provenance.expected(p, "grids")), upstream=("grids",),
-                    cost=_cost)
+STEP = provenance.declare(
+    __name__, "06_user_study", "stimuli", key=stimuli_key, reads=("grids",), build=make_stimuli,
+    settings=("layers", "n_study", "n_targets", "seed"), uses=("model",),
+    outputs=(provenance.Output("fig14_study_trial"),), cost=_cost)

@@ -12,6 +12,8 @@ from helpers.models.families import AlexNetFamily
 from helpers.models.running import evaluate
 from helpers.models.sites import sites, split
 from helpers.models.standins import MiniAlexNet
+from helpers.images.common import images_key
+from helpers.pipeline import keys
 from tests.conftest import RandomImages
 
 
@@ -108,7 +110,8 @@ COUNTS = {"fc2": [0, 5], "fc3": [0, 10]}
 
 
 def _sweep(mini, data, folder, **kw):
-    return ablation.sweep(mini, data, ["fc2", "fc3"], FITTED, folder, counts=COUNTS, batch_size=8, **kw)
+    key = keys.key({"layers": ["fc2", "fc3"], "counts": COUNTS}, {"images": images_key(data, kw.get("indices"))})
+    return ablation.sweep(mini, data, ["fc2", "fc3"], FITTED, folder, key, counts=COUNTS, batch_size=8, **kw)
 
 
 def test_interrupted_sweep_resumes_without_recomputing(mini, tmp_path, monkeypatch):
@@ -326,13 +329,15 @@ def test_two_ranks_give_the_ablation_csv_of_one_process(copy):
     import shutil
 
     from helpers import run
+    from helpers.pipeline import load_profile
 
-    one = (copy.data / "ablation" / "ablation.csv").read_bytes()
-    shutil.rmtree(copy.data / "ablation")
+    folder = load_profile("smoke", **copy.params).artifact("ablation")
+    one = (folder / "ablation.csv").read_bytes()
+    shutil.rmtree(folder)
     said = []
     run.run("smoke", only=["05"], parameters={**copy.params, "nproc": 2}, say=said.append)
     assert said[0] == f"plan (smoke, {copy.data}): 05_ablation"  # nproc is in no key: nothing else reruns
-    assert len(one.splitlines()) > 100 and (copy.data / "ablation" / "ablation.csv").read_bytes() == one
+    assert len(one.splitlines()) > 100 and (folder / "ablation.csv").read_bytes() == one
     executed = (copy.data / "notebooks" / "05_ablation.ipynb").read_text()
     assert "helpers.ablation.accuracy:sweep_rank: 2 ranks (gloo)" in executed
     assert "helpers.ablation.accuracy:sweep_rank: 2 ranks done in" in executed

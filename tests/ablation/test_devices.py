@@ -91,11 +91,14 @@ def test_a_bf16_sweep_runs_and_stays_near_the_fp32_one_and_tf32_is_fp32_on_the_c
     assert np.abs(np.subtract(run["bf16"], run["fp32"])).max() <= 0.1  # 4 of 40 images at most
 
 
-def test_the_ablation_key_names_the_precision_only_when_it_is_not_fp32():
-    args = (["conv1"], {"kind": "x"}, "model", "bases")
-    plain, bf16 = ablation.ablation_key(*args), ablation.ablation_key(*args, precision="bf16")
+def test_the_ablation_key_names_the_precision_only_when_it_is_not_fp32(copy):
+    from helpers.pipeline import load_profile
+
+    plain, bf16 = (ablation.ablation_key(load_profile("smoke", **copy.params, precision=x)) for x in ("fp32", "bf16"))
     assert "precision" not in plain["params"] and bf16["params"]["precision"] == "bf16"
-    assert plain == ablation.ablation_key(*args, precision="fp32")
+    assert plain == ablation.ablation_key(load_profile("smoke", **copy.params, nproc=2, batch_size=7))
+    other = ablation.ablation_key(load_profile("smoke", **copy.params, ablation_eval=32))
+    assert other["inputs"]["images"] != plain["inputs"]["images"]  # which images, not only how many
 
 
 @CUDA

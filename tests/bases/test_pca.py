@@ -148,7 +148,7 @@ def test_a_truncated_basis_file_is_corrupt_with_the_fix(tmp_path):
         np.save(b.partial / "fc3_loc.npy", np.zeros((50, 3), np.int32))
         b.commit(["fc3.npy", "fc3_loc.npy"],
                  extra={"shapes": {"fc3": [4]}, "sites": {"fc3": {"path": "fc3", "kind": "vector", "relu": False}}})
-    bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc3"])
+    bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc3"], {})
     path = tmp_path / "bases" / "fc3_pca_pre_relu.npz"
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(store.CorruptArtifactError, match=r"fc3_pca_pre_relu.npz is corrupt .*; delete .*bases "
@@ -171,7 +171,7 @@ def test_a_constant_layer_is_refused_with_the_fix(tmp_path):
                                                                          "relu": True}}})
     with pytest.raises(ValueError, match=r"layer 'head' is constant over the sample \(6 vectors, variance 0\).*"
                                          r"Leave it out of layers"):
-        B.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["head"])
+        B.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["head"], {})
 
 
 # -- Fig. 5 for any basis: the variance explained by the top k vectors ----------------------------------------
@@ -208,7 +208,7 @@ def test_the_saved_curves_of_pca_and_the_neurons_are_the_curves_by_definition(tm
         np.save(b.partial / "fc_loc.npy", np.zeros((len(X), 3), np.int32))
         b.commit(["fc.npy", "fc_loc.npy"],
                  extra={"shapes": {"fc": [12]}, "sites": {"fc": {"path": "fc", "kind": "vector", "relu": True}}})
-    bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc"], chunk_size=250)
+    bases.fit_layer_bases(tmp_path / "sample", tmp_path / "bases", ["fc"], {}, chunk_size=250)
     curves = np.load(tmp_path / "bases" / "fc_curves.npz")
     X64 = X.astype(np.float64)
     for curve, data in (("pca_pre_relu", X64), ("neuron_pre_relu", X64), ("pca_post_relu", np.maximum(X64, 0))):

@@ -65,7 +65,7 @@ def test_fitted_saved_and_loaded_with_the_others(tmp_path):
         np.save(bld.partial / "fc1_loc.npy", np.zeros((len(X), 3), np.int64))
         bld.commit(["fc1.npy", "fc1_loc.npy"], extra={"sites": {"fc1": {"relu": True}}, "shapes": {"fc1": [12]}})
     kinds = ("pca", "neuron", "random")
-    fit_layer_bases(sample, tmp_path / "bases", ["fc1"], chunk_size=500, kinds=kinds,
+    fit_layer_bases(sample, tmp_path / "bases", ["fc1"], {}, chunk_size=500, kinds=kinds,
                     settings={"random": {"seed": 5}})
     loaded = load_basis(tmp_path / "bases", "fc1", "random")
     assert isinstance(loaded, RandomBasis) and KINDS["random"].curve == "random_pre_relu"

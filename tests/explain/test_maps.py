@@ -1,7 +1,7 @@
 import numpy as np
 
 from helpers import bases, models
-from helpers.explain import maps
+from helpers.explain import explanations, maps
 from helpers.explain.probe import probe
 from helpers.pipeline import distributed, load_profile, provenance
 
@@ -19,9 +19,8 @@ def test_unit_maps_of_two_ranks_equal_one_process(copy, tmp_path):
                            batch_size=p.batch_size)
     ranked = np.lib.format.open_memmap(tmp_path / "ranks.npy", mode="w+", dtype=np.float32, shape=one.shape)
     ranked.flush()
-    distributed.ranks(p).launch("helpers.explain.maps:unit_maps_rank", layer=layer, encoders=encoders,
-                                scratch=str(tmp_path / "ranks.npy"), images=maps.images_key(images, indices),
-                                model=info["id"])
+    distributed.ranks(p).launch(explanations.unit_maps_rank, key=explanations.explain_key(p, net), layer=layer,
+                                encoders=encoders, scratch=str(tmp_path / "ranks.npy"))
     got = np.load(tmp_path / "ranks.npy")
     assert np.abs(one).sum() > 0 and np.array_equal(got, np.asarray(one))
 

@@ -46,10 +46,13 @@ def test_toy_activation_maximisation_drifts_off_v1_and_distance_minimisation_doe
 
 
 @pytest.fixture(scope="module")
-def quick_vis():
-    """The quick profile's visualizer (artifacts made or reused by 01-03), its layers loaded once."""
-    run.run("quick", only=["01", "02", "03"])
-    return visualizer_for(load_profile("quick"))
+def quick_vis(tmp_path_factory):
+    """The quick profile's visualizer, its artifacts made by 01-03 in a temporary folder (never the project's
+    data/ and figures/), its layers loaded once."""
+    root = tmp_path_factory.mktemp("quick")
+    dirs = {"data_dir": str(root / "data"), "figures_dir": str(root / "figures")}
+    run.run("quick", only=["01", "02", "03"], parameters=dirs, say=lambda text: None)
+    return visualizer_for(load_profile("quick", **dirs))
 
 
 def test_neighbours_along_a_top_pc_rise_with_the_target_index(quick_vis):
@@ -180,13 +183,11 @@ def test_an_index_too_small_for_no_adjacent_repeats_is_refused_with_the_fix():
         vis.plan("toy", "pca", [0])
 
 
-def test_the_grids_key_records_adjacent_repeats():
-    args = (["conv1"], 4, 10, 5, 32, 4)
-    kw = dict(sample_hash="s", bases_hash="b", index_meta={"params": {"kind": "flat"}, "hash": "i"})
-    allow = visualize.grids_key(*args, **kw)
-    assert allow == visualize.grids_key(*args, **kw, adjacent_repeats="allow")
-    assert allow != visualize.grids_key(*args, **kw, adjacent_repeats="patch")
-    assert allow["params"]["adjacent_repeats"] == "allow"
+def test_the_grids_key_records_adjacent_repeats(copy):
+    allow = visualize.grids_key(load_profile("smoke", **copy.params))
+    assert allow == visualize.grids_key(load_profile("smoke", **copy.params, adjacent_repeats="allow"))
+    assert allow != visualize.grids_key(load_profile("smoke", **copy.params, adjacent_repeats="patch"))
+    assert allow["params"]["adjacent_repeats"] == "allow" and "nprobe" not in allow["params"]  # a flat index
 
 
 

@@ -116,19 +116,19 @@ def test_skipped_images_leave_the_sample_and_are_listed(broken_imagenet, tmp_pat
     torch.manual_seed(0)
     net = torchvision.models.alexnet(weights=None).eval()
     with pytest.raises(images.BadImageError, match=str(victim)):
-        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4)
-    meta = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4, skip_bad=True)
+        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", {}, batch_size=4)
+    meta = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", {}, batch_size=4, skip_bad=True)
     assert [b["path"] for b in meta["bad_images"]] == [str(victim)]
     X, loc = sampling.open_sample(tmp_path / "s", "conv1")
     assert X.shape == (5, 64) and list(loc[:, 0]) == [0, 2, 3, 4, 5]
     # the same image's vector as in a sample of the readable images alone
-    good = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "g", indices=[0, 2, 3, 4, 5],
+    good = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "g", {}, indices=[0, 2, 3, 4, 5],
                                        batch_size=4)
     Xg, locg = sampling.open_sample(tmp_path / "g", "fc3")
     np.testing.assert_allclose(sampling.open_sample(tmp_path / "s", "fc3")[0], Xg, atol=1e-5)
     assert good["bad_images"] == []
     with pytest.raises(store.StaleArtifactError, match="1 unreadable image.*skip_bad_images is off"):
-        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", batch_size=4)
+        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", {}, batch_size=4)
 
 
 def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_imagenet, capsys):
@@ -147,8 +147,11 @@ def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_im
 
     torch.manual_seed(0)
     net = torchvision.models.alexnet(weights=None).eval()
-    first = sampling.sample_activations(net, a, ["fc3"], tmp_path / "s", batch_size=8)
-    again = sampling.sample_activations(net, b, ["fc3"], tmp_path / "s", batch_size=8)  # same count, other root
+    from helpers.pipeline import keys
+
+    first = sampling.sample_activations(net, a, ["fc3"], tmp_path / "s", keys.key({}, {"images": ka}), batch_size=8)
+    again = sampling.sample_activations(net, b, ["fc3"], tmp_path / "s", keys.key({}, {"images": kb}),
+                                        batch_size=8)  # same count, other root
     assert first["inputs"]["images"]["dataset"]["root"] == str(tiny_imagenet / "val")
     assert again["inputs"]["images"]["dataset"]["root"] == str(other / "val")
     assert f"remaking {tmp_path / 's'}: it was made from images.dataset.root=" in capsys.readouterr().err

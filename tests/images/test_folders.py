@@ -59,7 +59,7 @@ def test_a_truncated_jpeg_is_named_or_skipped_as_with_pil(broken_imagenet, tmp_p
     torch.manual_seed(0)
     net = torchvision.models.alexnet(weights=None).eval()
     ds = {d: images.image_folder(root, "val", decode=d) for d in ("pil", "device")}
-    meta = {d: sampling.sample_activations(net, ds[d], ["conv1"], tmp_path / d, batch_size=4, skip_bad=True)
+    meta = {d: sampling.sample_activations(net, ds[d], ["conv1"], tmp_path / d, {}, batch_size=4, skip_bad=True)
             for d in ds}
     assert [b["path"] for b in meta["device"]["bad_images"]] == [str(victim)]
     X = {d: np.asarray(sampling.open_sample(tmp_path / d, "conv1")[0]) for d in ds}

@@ -124,7 +124,7 @@ def test_the_sample_is_the_modules_own_output(make, layer, recompute, tmp_path):
     torch.manual_seed(0)
     model = make().eval()
     data = RandomImages(n=6, shape=(1, 28, 28))
-    sampling.sample_activations(model, data, [layer], tmp_path / "s", batch_size=4)
+    sampling.sample_activations(model, data, [layer], tmp_path / "s", {}, batch_size=4)
     X, loc = (np.asarray(a) for a in sampling.open_sample(tmp_path / "s", layer))
     full = recompute(model, data.x[loc[:, 0]], layer)
     expect = full[torch.arange(len(loc)), :, loc[:, 1], loc[:, 2]].numpy()

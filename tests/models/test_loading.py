@@ -128,7 +128,7 @@ def test_corrupt_checkpoint_says_how_to_fix(tmp_path):
     p = load_profile("smoke", data_dir=str(tmp_path))
     models.load_model(p, device="cpu")
     (p.artifact("model") / "model.pt").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match=r"model.pt is corrupt.*delete .*model and rerun 01_sample"):
+    with pytest.raises(ValueError, match=r"model.pt is corrupt.*delete .*model/[0-9a-f]+ and rerun 01_sample"):
         models.load_model(p, device="cpu", train=False)  # as 03 and 05 load it
     models.load_model(p, device="cpu")  # 01 makes it again
     models.load_model(p, device="cpu", train=False)

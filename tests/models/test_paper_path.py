@@ -21,7 +21,7 @@ from torchvision.models import get_model_weights
 
 from helpers.pipeline.settings import ROOT, load_profile
 from helpers.sampling import open_sample
-from tests.conftest import write_tiny_broden
+from tests.conftest import notebooks_folder, runner_command, write_tiny_broden
 from tests.images.test_concepts import LABELS
 
 OUTPUTS = {  # every figure (PNG and PDF) and table of 01-08 on the paper profile with torchvision's AlexNet
@@ -87,7 +87,7 @@ def test_the_dry_runs_disk_estimate_is_within_its_margin_of_what_the_run_wrote(p
 
     p, report = paper_run.p, []
     for number, cost in paper_run.estimates.items():
-        wrote = sum(f.stat().st_size for a in provenance.STEPS[number].makes if provenance.applies(p, a)
+        wrote = sum(f.stat().st_size for a in provenance.notebooks()[number].makes if provenance.applies(p, a)
                     for f in p.artifact(a).rglob("*") if f.is_file())
         report.append((number, cost.disk, wrote))
     print("\n".join(f"{n}: estimated {e:,} B, wrote {w:,} B" for n, e, w in report))
@@ -146,12 +146,13 @@ def test_the_demos_networks_run_01_to_05_on_tiny_imagenet(model, tmp_path, tiny_
     params = {"profile": "paper", "model": model, "data_root": str(tiny_imagenet),
               "data_dir": str(tmp_path / "data"), "figures_dir": str(tmp_path / "figures"), "layers": layers,
               "batch_size": 6, "device": "cpu", "thumb": 16, "ablation_dense": False, "n_show": 2, "n_study": 2}
+    params["settings"] = {k: v for k, v in params.items() if k != "profile"}  # what a cell lacks, by name
     for name in ("01_sample", "02_pca", "03_index", "04_visualize", "05_ablation"):
-        pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                            parameters=params, cwd=str(ROOT / "notebooks"), progress_bar=False)
-    p = load_profile("paper", model=model, layers=layers, data_dir=params["data_dir"],
+        pm.execute_notebook(str(notebooks_folder() / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                            parameters=params, cwd=str(notebooks_folder()), progress_bar=False)
+    p = load_profile("paper", model=model, layers=layers, data_dir=params["data_dir"], data_root=params["data_root"],
                      figures_dir=params["figures_dir"])
-    assert p.artifact("sample").parent.name == model  # one folder per model
+    assert p.artifact("sample").parent.parent.name == model  # one folder per model
     meta = json.loads((p.artifact("sample") / "meta.json").read_text())
     weights = type(get_model_weights(model).IMAGENET1K_V1).__name__
     assert meta["inputs"]["model"] == f"torchvision:{weights}.IMAGENET1K_V1"
@@ -168,9 +169,10 @@ def test_the_demos_networks_run_01_to_05_on_tiny_imagenet(model, tmp_path, tiny_
     if model != "resnet18":
         return
     # 08 on Broden, with the reference code's layer (layer4), as on the paper profile
-    pm.execute_notebook(str(ROOT / "notebooks" / "08_compositional.ipynb"), str(tmp_path / "08.ipynb"),
-                        parameters={**params, "broden_root": str(tiny_broden), "n_explain": 2},
-                        cwd=str(ROOT / "notebooks"), progress_bar=False)
+    pm.execute_notebook(str(notebooks_folder() / "08_compositional.ipynb"), str(tmp_path / "08.ipynb"),
+                        parameters={**params, "broden_root": str(tiny_broden), "n_explain": 2,
+                                    "settings": {**params["settings"], "broden_root": str(tiny_broden)}},
+                        cwd=str(notebooks_folder()), progress_bar=False)
     table = pd.read_csv(p.figure("compositional_explanations.csv"), keep_default_na=False)
     assert list(table.layer.unique()) == ["conv1", "layer4.1.conv2", "layer4"]  # fc has no map
     names = {n for _, n, _ in LABELS}
@@ -181,7 +183,7 @@ def test_the_demos_networks_run_01_to_05_on_tiny_imagenet(model, tmp_path, tiny_
     assert meta["inputs"]["concepts"]["subset"] == "ade20k"
 
 
-def test_a_researchers_own_model_runs_01_to_04(tmp_path):
+def test_a_researchers_own_model_runs_01_to_04(tmp_path, monkeypatch):
     """``-p model=<module>:<callable>`` from a file outside the package; a wrong path lists close ones."""
     (tmp_path / "my_nets.py").write_text(
         "import torch\n"
@@ -197,7 +199,7 @@ def test_a_researchers_own_model_runs_01_to_04(tmp_path):
         "def make():\n"
         "    return Net()\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    base = [sys.executable, "-m", "helpers.run", "--profile", "smoke", "-p", "model=my_nets:make",
+    base = [*runner_command(), "--profile", "smoke", "-p", "model=my_nets:make",
             "-p", f"data_dir={tmp_path / 'data'}", "-p", f"figures_dir={tmp_path / 'figures'}"]
     wrong = subprocess.run(base + ["-p", "layers=body.3,body.9", "--only", "01"], env=env, cwd=str(ROOT),
                            capture_output=True, text=True)
@@ -206,6 +208,7 @@ def test_a_researchers_own_model_runs_01_to_04(tmp_path):
     done = subprocess.run(base + ["--only", "01", "02", "03", "04"], env=env, cwd=str(ROOT),
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.syspath_prepend(str(tmp_path))  # the model's id, which names its folders, is its weights' hash
     p = load_profile("smoke", model="my_nets:make", layers="body.0,body.3,head",
                      data_dir=str(tmp_path / "data"), figures_dir=str(tmp_path / "figures"))
     meta = json.loads((p.artifact("sample") / "meta.json").read_text())

@@ -66,7 +66,7 @@ def test_smoke_profile_does_not_train_the_control_and_its_id_is_its_own(tmp_path
     model, info = models.load_model(p, device="cpu")
     assert not p.artifact("model").exists()
     assert not any(tmp_path.rglob("model.pt"))
-    assert p.artifact("model").parent.name == "mini_alexnet-untrained"
+    assert p.artifact("model").parent.parent.name == "mini_alexnet-untrained"
     assert info["id"] == f"mini_alexnet:untrained@{models.state_hash(model)}" == models.model_id(p)
     assert info["weights"] == "untrained (seed 0)" and info["family"] == "AlexNet"
     assert info["id"] != shipped.model_id("mini_alexnet")

@@ -11,18 +11,23 @@ def test_overrides_replace_fields_and_none_keeps_profile_value():
 
 
 def test_paths_follow_profile_name_unless_overridden(tmp_path):
-    p = load_profile("smoke")
-    assert p.artifact("sample").parts[-3:] == ("smoke", "mini_alexnet", "sample")
+    import helpers.steps  # noqa: F401  declares the steps, whose keys name the folders
+
+    p = load_profile("smoke", retrain=False)  # the shipped weights: no model artifact to make first
+    assert p.artifact("sample").parts[-4:-1] == ("smoke", "mini_alexnet", "sample")
     assert p.figure("fig05").parts[-3:] == ("smoke", "mini_alexnet", "fig05")
-    q = load_profile("smoke", data_dir=str(tmp_path / "d"), figures_dir=str(tmp_path / "f"))
-    assert q.artifact("sample") == tmp_path / "d" / "mini_alexnet" / "sample"
+    q = load_profile("smoke", retrain=False, data_dir=str(tmp_path / "d"), figures_dir=str(tmp_path / "f"))
+    assert q.artifact("sample").parent == tmp_path / "d" / "mini_alexnet" / "sample"
+    assert q.artifact("sample").name == p.artifact("sample").name  # named by the settings, not the place
+    assert load_profile("smoke", retrain=False, seed=1).artifact("sample").name != p.artifact("sample").name
+    assert load_profile("smoke", retrain=False, layers="conv1").artifact("sample") == p.artifact("sample")  # more layers serve
     assert q.figure("fig05") == tmp_path / "f" / "mini_alexnet" / "fig05"
 
 
 def test_models_never_share_a_folder():
     names = ["mini_alexnet", "mini_resnet", "resnet18", "torchvision:resnet18:IMAGENET1K_V1",
              "torchvision:resnet18:none", "my_pkg.nets:make_net"]
-    folders = {load_profile("smoke", model=m, layers="fc").artifact("sample") for m in names}
+    folders = {load_profile("smoke", model=m, layers="fc").data_path for m in names}
     assert len(folders) == len(names)
     assert load_profile("smoke", model="my_pkg.nets:make_net", layers="fc").data_path.name == "my_pkg.nets-make_net"
 

@@ -10,7 +10,7 @@ from helpers.pipeline import keys, store
 
 
 def _key(seed=0, layers=("conv1",), upstream="sha256:aa"):
-    return keys.key({"seed": seed, "layers": list(layers)}, {"sample": upstream}, ("bases/fit",))
+    return keys.key({"seed": seed, "layers": list(layers)}, {"sample": upstream}, ("bases.fit",))
 
 
 def _make(folder, key, value=1.0):
@@ -62,7 +62,7 @@ def test_more_layers_than_asked_serve_but_fewer_do_not(tmp_path):
 def test_other_code_makes_an_artifact_stale(tmp_path):
     folder = tmp_path / "thing"
     _make(folder, _key())
-    other = keys.key({"seed": 0, "layers": ["conv1"]}, {"sample": "sha256:aa"}, ("ablation/accuracy",))
+    other = keys.key({"seed": 0, "layers": ["conv1"]}, {"sample": "sha256:aa"}, ("ablation.accuracy",))
     with pytest.raises(store.StaleArtifactError, match=r"other code \(helpers/ablation/accuracy.py has changed since\)"):
         store.read_meta(folder, other)
 

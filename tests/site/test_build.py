@@ -50,7 +50,7 @@ def test_manifest_agrees_with_the_artifacts(published):
                 assert c["variance"] == pytest.approx(fitted.explained_variance_ratio_[j], abs=1e-6)
                 assert ("formula" in c) == (layer["name"].startswith("conv") and j < p.n_study)  # 08: maps only
     names = [f["name"] for f in model["figures"]]
-    assert names == [n for n in site.FIGURES if n in names] and {"fig05_explained_variance", "fig06_ablation",
+    assert names == [n for n in site.captions() if n in names] and {"fig05_explained_variance", "fig06_ablation",
                                                                 "fig_compositional_iou"} <= set(names)
     files = {str(f.relative_to(out)) for f in out.rglob("*") if f.is_file()}
     listed = {c["file"] for l in model["layers"] for b in l["bases"].values() for c in b["components"]}
@@ -71,7 +71,7 @@ def test_a_model_without_current_grids_is_left_out_and_08_is_optional(smoke, tmp
     with pytest.raises(FileNotFoundError, match="no model of profile 'smoke' has current grids"):
         site.export("smoke", tmp_path / "site2", say=said.append, data_dir=str(data),
                     figures_dir=str(smoke.figures_path.parent))
-    assert "mini_alexnet: left out, its grids are stale" in said[0]
+    assert "mini_alexnet: left out, its grids are missing (needs index, which is missing" in said[0]
     assert (out / "index.html").exists()  # the earlier site is untouched
 
 

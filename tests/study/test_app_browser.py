@@ -31,14 +31,13 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(smoke, tmp_path):
-    """``make study``'s command on a copy of the smoke stimuli; yields (profile, url)."""
-    p = load_profile("smoke", data_dir=str(tmp_path / "data"))
-    shutil.copytree(smoke.artifact("stimuli"), p.artifact("stimuli"))
+def served(copy):
+    """``make study``'s command on a copy of the smoke run; yields (profile, url)."""
+    p = load_profile("smoke", **copy.params)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "helpers.study.app", "--profile", "smoke", "--port", str(port),
-         "-p", f"data_dir={p.data_path.parent}", "-p", "min_rt_ms=100"],
+         *(a for k, v in copy.params.items() for a in ("-p", f"{k}={v}")), "-p", "min_rt_ms=100"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180

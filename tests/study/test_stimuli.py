@@ -9,6 +9,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+
+from helpers.pipeline import provenance
 from tests.conftest import M, columns, fake_grid
 from PIL import Image
 
@@ -54,15 +56,24 @@ def test_stimuli_pair_each_grid_with_its_shuffle_and_keep_the_key_apart(study_pr
 
 
 def test_stimuli_answered_by_participants_are_never_replaced(study_profile):
+    import json
+
     p = study_profile
     study.make_stimuli(p)
     log = p.artifact("responses") / "human" / "P1.jsonl"
     log.parent.mkdir(parents=True)
     log.write_text("{}\n")
+    answered = p.artifact("stimuli")
+    other = load_profile(p, n_study=3)  # other settings: other stimuli beside them, with their own logs
+    assert study.make_stimuli(other)["n_stimuli"] == 2 * 3 + 2 * 2
+    assert other.artifact("stimuli") != answered and other.artifact("responses") != p.artifact("responses")
+    assert store.read_meta(answered, provenance.expected(p, "stimuli")) and log.exists()
+    meta = json.loads((answered / "meta.json").read_text())  # as if made by older code: remade in place
+    (answered / "meta.json").write_text(json.dumps({**meta, "code": {"helpers/study/stimuli.py": "sha256:old"}}))
     with pytest.raises(store.StaleArtifactError, match="Move those logs aside"):
-        study.make_stimuli(load_profile(p, n_study=3))
+        study.make_stimuli(p)
     log.unlink()
-    assert study.make_stimuli(load_profile(p, n_study=3))["n_stimuli"] == 2 * 3 + 2 * 2
+    assert study.make_stimuli(p)["n_stimuli"] == 2 * 4 + 2 * 2
     with pytest.raises(store.StaleArtifactError, match="needs 6"):
         study.make_stimuli(load_profile(p, n_study=6))
 
