@@ -33,8 +33,9 @@ ifeq ($(origin PY),undefined)
     PY := $(VENV)/bin/python
   endif
 endif
-# what each install did, per environment and extras (git-ignored)
-STAMPS   := .make/$(shell printf '%s' '$(PY)' | cksum | cut -d' ' -f1)
+# what each install did, per environment and extras: inside $(VENV), so that removing it forgets them; else in
+# .make/ (git-ignored)
+STAMPS   := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed/pip,.make/$(shell printf '%s' '$(PY)' | cksum | cut -d' ' -f1))
 # make paper: the Broden folder (fetched into BRODEN_DIR unless BRODEN is given), -p settings (ARGS="-p seed=1"),
 # notebooks (ONLY="01 02"), and DRY=1 for the dry run
 BRODEN     ?=
