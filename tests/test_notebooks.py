@@ -172,7 +172,7 @@ def test_explorer_on_a_profile_without_artifacts_loads_no_model(tmp_path, monkey
     monkeypatch.setattr(visualize, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     panel = ex.explorer(profile=load_profile("paper", data_dir=str(tmp_path)))
     label, picture = panel.children[2], panel.children[3]
-    assert "profile paper has no sample for alexnet yet: run 01_sample" in label.value
+    assert "profile paper has no sample for alexnet and these settings yet: run 01_sample" in label.value
     assert picture.value == b"" and picture.layout.display == "none"
 
 

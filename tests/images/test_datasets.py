@@ -109,26 +109,27 @@ def test_skipped_images_leave_the_sample_and_are_listed(broken_imagenet, tmp_pat
     import torchvision
 
     from helpers import sampling
-    from helpers.pipeline import store
+    from helpers.pipeline import keys, store
 
+    key = keys.key({"layers": ["conv1", "fc3"], "images": "broken"}, {}, ())  # one key for every call
     root, victim = broken_imagenet
     ds = images.image_folder(root, "val")
     torch.manual_seed(0)
     net = torchvision.models.alexnet(weights=None).eval()
     with pytest.raises(images.BadImageError, match=str(victim)):
-        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", {}, batch_size=4)
-    meta = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", {}, batch_size=4, skip_bad=True)
+        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", key, batch_size=4)
+    meta = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", key, batch_size=4, skip_bad=True)
     assert [b["path"] for b in meta["bad_images"]] == [str(victim)]
     X, loc = sampling.open_sample(tmp_path / "s", "conv1")
     assert X.shape == (5, 64) and list(loc[:, 0]) == [0, 2, 3, 4, 5]
     # the same image's vector as in a sample of the readable images alone
-    good = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "g", {}, indices=[0, 2, 3, 4, 5],
+    good = sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "g", key, indices=[0, 2, 3, 4, 5],
                                        batch_size=4)
     Xg, locg = sampling.open_sample(tmp_path / "g", "fc3")
     np.testing.assert_allclose(sampling.open_sample(tmp_path / "s", "fc3")[0], Xg, atol=1e-5)
     assert good["bad_images"] == []
     with pytest.raises(store.StaleArtifactError, match="1 unreadable image.*skip_bad_images is off"):
-        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", {}, batch_size=4)
+        sampling.sample_activations(net, ds, ["conv1", "fc3"], tmp_path / "s", key, batch_size=4)
 
 
 def test_another_folder_with_as_many_images_is_another_dataset(tmp_path, tiny_imagenet, capsys):

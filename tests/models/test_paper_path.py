@@ -150,8 +150,7 @@ def test_the_demos_networks_run_01_to_05_on_tiny_imagenet(model, tmp_path, tiny_
     for name in ("01_sample", "02_pca", "03_index", "04_visualize", "05_ablation"):
         pm.execute_notebook(str(notebooks_folder() / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                             parameters=params, cwd=str(notebooks_folder()), progress_bar=False)
-    p = load_profile("paper", model=model, layers=layers, data_dir=params["data_dir"], data_root=params["data_root"],
-                     figures_dir=params["figures_dir"])
+    p = load_profile("paper", **params["settings"])  # the settings the notebooks ran with: their artifacts' ids
     assert p.artifact("sample").parent.parent.name == model  # one folder per model
     meta = json.loads((p.artifact("sample") / "meta.json").read_text())
     weights = type(get_model_weights(model).IMAGENET1K_V1).__name__
