@@ -177,6 +177,7 @@ def test_the_demos_networks_run_01_to_05_on_tiny_imagenet(model, tmp_path, tiny_
     names = {n for _, n, _ in LABELS}
     used = {w for f in table.formula for w in f.replace("(", "").replace(")", "").split()} - {"OR", "AND", "NOT"}
     assert used and used <= names
+    p = load_profile("paper", **params["settings"], broden_root=str(tiny_broden))  # 08's settings: its id
     meta = json.loads((p.artifact("compositional") / "meta.json").read_text())
     assert meta["probe_images"] == 6  # the ADE20K subset only
     assert meta["inputs"]["concepts"]["subset"] == "ade20k"
