@@ -22,7 +22,8 @@
 # the vector's codes look like the top or the bottom references?).
 #
 # Reads `data/<profile>/<model>/stimuli/`, `data/<profile>/<model>/machine/` and every log under
-# `data/<profile>/<model>/responses/{human,machine}/`; writes
+# `data/<profile>/<model>/responses/<stimuli id>/{human,machine,web}/` (web: the data files of the jsPsych
+# study, docs/study-online.md); writes
 # `figures/<profile>/<model>/user_study_accuracy.csv`, `user_study_tests.csv`,
 # `machine_interpretability.csv` and `fig07_user_study.{png,pdf}`,
 # `fig_machine_interpretability.{png,pdf}` (on the paper profile also `user_study_vs_published.csv`). Every log line is checked against the stimuli
@@ -59,18 +60,22 @@ from helpers.study import analysis
 # %% [markdown]
 # ## The logs
 #
-# One row per log: `n_answered` of `n_trials` trials. Incomplete sessions are
-# left out of the tables below (with a warning that names them). A pair of
+# One row per session: `source` is `app` (the Voila app), `web` (the jsPsych study's files) or
+# `machine`; `n_answered` of `n_trials` trials; `attention`, the web study's attention checks
+# passed. Incomplete sessions and failed attention checks are left out of the tables below (with a
+# warning that names them); app and web participants are pooled as `human`. A pair of
 # identical images (e.g. a constant grid) cannot be told apart, so it is
 # answered at chance and counts as such.
 
 # %%
 stimuli, stimuli_hash = study.load_stimuli(p.artifact("stimuli"), provenance.expected(p, "stimuli"))
-responses, sessions = analysis.load_responses(p.artifact("responses"), stimuli, stimuli_hash)
+responses, sessions = analysis.load_responses(p.artifact("responses"), stimuli, stimuli_hash, seed=p.seed)
 print(f"{len(stimuli)} stimuli ({stimuli_hash}), {int(stimuli.identical.sum())} of them with identical images")
+print("sessions per source:", ", ".join(f"{source} {n}" for source, n in sessions.groupby("source").size().items())
+      or "none")
 if not (sessions.observer == "human").any():
-    print("There are no human logs yet: collect them with the study app of notebook 06_user_study. "
-          "The tables below hold the machine observer only.")
+    print("There are no human logs yet: collect them with the study app of notebook 06_user_study or the web "
+          "study (make study-web). The tables below hold the machine observer only.")
 sessions
 
 # %% [markdown]

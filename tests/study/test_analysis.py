@@ -98,7 +98,8 @@ def test_missing_stimuli_say_which_notebook_makes_them(tmp_path):
 
 def test_valid_logs_load_with_a_complete_sessions_table(study):
     responses, sessions = load(study)
-    assert list(sessions.columns) == ["participant", "observer", "n_answered", "n_trials", "complete"]
+    assert list(sessions.columns) == ["participant", "observer", "source", "n_answered", "n_trials", "complete",
+                                      "attention"]
     assert len(sessions) == 13 and sessions.complete.all() and (sessions.n_answered == len(CELLS) * N).all()
     assert sessions.set_index("participant").observer["observer"] == "machine"
     assert len(responses) == 13 * len(CELLS) * N
