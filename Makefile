@@ -5,6 +5,7 @@
 #                  Broden, then runs; DRY=1: the plan and its cost only; GPUS=8: 01/03/05/08 on 8 ranks (docs/gpus.md)
 # make broden    - the Broden release 08 uses, into data/broden (BRODEN_DIR=...)
 # make study     - the user-study app for participants (Voila, http://localhost:8866)
+# make study-web - the user study as a static jsPsych folder to host anywhere (Prolific, JATOS, Pavlovia)
 # make verify    - hash every artifact of a profile: good, stale or corrupt
 # make prune     - remove a profile's artifacts that no setting reads (other code, gone upstream); DRY=1 lists
 # make site      - the static demo site of a profile's models (site/<profile>/index.html)
@@ -45,7 +46,7 @@ ONLY     ?=
 DRY      ?=
 FETCH_BRODEN = $(if $(or $(BRODEN),$(DRY)),,$(if $(ONLY),$(filter 08 8,$(ONLY)),yes))
 
-.PHONY: setup setup-paper fashion-mnist git-filter chromium figures retrain paper imagenet-given broden study site demo controls test lab \
+.PHONY: setup setup-paper fashion-mnist git-filter chromium figures retrain paper imagenet-given broden study study-web site demo controls test lab \
         bench verify prune clean
 
 setup: $(STAMPS)-dev-$(FAISS) fashion-mnist git-filter
@@ -116,6 +117,12 @@ broden: setup
 PORT     ?= 8866
 study: setup
 	$(PY) -m helpers.study.app --profile $(PROFILE) --port $(PORT) $(MODEL_ARG)
+
+# the study as a static jsPsych folder (npm installs the pinned jsPsych once); WEB="--completion-code C0DE
+# --attention-checks 2 --consent consent.html --data-url https://..." (docs/study-online.md)
+WEB      ?=
+study-web: setup
+	$(PY) -m helpers.study.web --profile $(PROFILE) $(MODEL_ARG) $(WEB)
 
 site: setup
 	$(PY) -m helpers.site --profile $(PROFILE)
