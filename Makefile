@@ -25,6 +25,7 @@ GPUS_ARG  = $(if $(GPUS),-p nproc=$(GPUS),)
 FAISS    ?= cpu
 PAPER_FAISS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 FASHION  := /usr/share/datasets/fashion-mnist
+FORTUNES := /usr/share/games/fortunes
 # Where the package runs: PY=/path/to/python if given; else the active conda environment (conda activate
 # neuron-explanations; never base); else $(VENV), made here. make setup installs into that environment.
 ifeq ($(origin PY),undefined)
@@ -46,10 +47,10 @@ ONLY     ?=
 DRY      ?=
 FETCH_BRODEN = $(if $(or $(BRODEN),$(DRY)),,$(if $(ONLY),$(filter 08 8,$(ONLY)),yes))
 
-.PHONY: setup setup-paper fashion-mnist git-filter chromium figures retrain paper imagenet-given broden study study-web site demo controls test lab \
+.PHONY: setup setup-paper fashion-mnist fortunes git-filter chromium figures retrain paper imagenet-given broden study study-web site demo controls test lab \
         bench verify prune clean
 
-setup: $(STAMPS)-dev-$(FAISS) fashion-mnist git-filter
+setup: $(STAMPS)-dev-$(FAISS) fashion-mnist fortunes git-filter
 
 # the paper profile's extra (DreamSim) and the FAISS build of this machine
 setup-paper: $(STAMPS)-dev-paper-$(PAPER_FAISS) git-filter
@@ -75,24 +76,28 @@ $(STAMPS)-%: pyproject.toml
 	@mkdir -p $(dir $@) && touch $@
 comma := ,
 
+# $(call apt,PACKAGE,what to do without apt): Debian's PACKAGE where apt is usable (as root or by sudo).
+apt = if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); \
+	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); \
+	else echo "$(2)"; fi
+
 # Debian's dataset-fashion-mnist where apt is usable; otherwise data/raw/ or
 # torchvision's download are tried on first use (helpers/images/fashion.py).
 fashion-mnist:
 	@if [ -d $(FASHION) ] || ls data/raw/*idx* >/dev/null 2>&1; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
-	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
-	else echo "Fashion-MNIST: no apt; put the IDX files in data/raw/ or let torchvision download them"; fi
+	else $(call apt,dataset-fashion-mnist,Fashion-MNIST: no apt; put the IDX files in data/raw/ or let torchvision download them); fi
+
+# Debian's fortunes, the quick profile's text corpus (helpers/text/corpus.py); a folder of .txt/.jsonl otherwise.
+fortunes:
+	@if [ -d $(FORTUNES) ]; then :; \
+	else $(call apt,fortunes,fortunes: no apt; the text corpus is a folder of .txt/.jsonl files of yours); fi
 
 # Debian's chromium for the browser tests where apt is usable; otherwise they skip and say what to install.
 chromium:
 	@if [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	elif command -v apt-get >/dev/null && sudo -n true 2>/dev/null; then \
-	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	else echo "Chromium: no apt; the browser tests will skip: install chromium or set CHROMIUM=/path/to/chrome"; fi
+	else $(call apt,chromium,Chromium: no apt; the browser tests will skip: install chromium or set CHROMIUM=/path/to/chrome); fi
 
 figures: setup
 	$(PY) -m helpers.run --profile $(PROFILE) $(MODEL_ARG) $(GPUS_ARG)

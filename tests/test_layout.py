@@ -14,7 +14,7 @@ from helpers.pipeline import imports
 
 PACKAGE = Path(__file__).resolve().parent.parent / "helpers"
 
-ORDER = ("pipeline", "images", "models", "sampling", "bases", "search", "grids", "ablation", "study", "explain",
+ORDER = ("pipeline", "images", "text", "models", "sampling", "bases", "search", "grids", "ablation", "study", "explain",
          "explorer", "reference", "published", "plots", "steps", "estimate", "run", "verify", "controls", "site")
 """The layers, first to last: a module may import its own layer and those before it. ``steps`` (the
 catalogue that registers every artifact), ``run`` and ``verify`` plan across every step, so they sit above
