@@ -108,14 +108,20 @@ def train_child(profile: Profile, out, *, threads: int | None = None, pinned: bo
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
     spec = json.dumps(dataclasses.asdict(profile))
-    args = [sys.executable, "-m", "helpers.models.training", spec, str(out)] + ([] if pinned else ["--unpinned"])
-    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(ROOT))
+    return run_child(["helpers.models.training", spec, str(out)] + ([] if pinned else ["--unpinned"]), env,
+                     profile.model)
+
+
+def run_child(args: list, env: dict, model: str) -> dict:
+    """``python -m *args`` in ``env``: its error output shown here, the JSON of its last output line returned."""
+    child = subprocess.Popen([sys.executable, "-m", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=str(ROOT))
     relay = threading.Thread(target=_relay, args=(child.stderr, sys.stderr), daemon=True)
     relay.start()  # progress bars and errors, shown where this process shows them (a notebook, a terminal)
     result = child.stdout.read().decode()
     relay.join()
     if child.wait() != 0:
-        raise RuntimeError(f"training {profile.model} failed in its process (exit code {child.returncode}); "
+        raise RuntimeError(f"training {model} failed in its process (exit code {child.returncode}); "
                            "its error is printed above.")
     return json.loads(result.strip().splitlines()[-1])
 
