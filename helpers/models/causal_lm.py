@@ -16,8 +16,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .gpt import MiniGPT
 
@@ -77,13 +79,13 @@ def mlp_sites(model: nn.Module) -> list[str]:
     return [f"{site.blocks}.{i}.{site.module}" for i in range(len(blocks))]
 
 
-def _input_sites(model: nn.Module) -> set:
-    """The sites of ``model`` read at their module's input (a gated MLP's); none for an unknown family."""
+def reads_input(model: nn.Module, site: str) -> bool:
+    """Whether ``site`` is read (and written) at its module's input: a gated MLP's site; else its output."""
     try:
         kind = family(model)
     except ValueError:
-        return set()
-    return set(mlp_sites(model)) if MLP_SITES[kind].reads == "input" else set()
+        return False
+    return MLP_SITES[kind].reads == "input" and site in mlp_sites(model)
 
 
 def logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -111,7 +113,6 @@ def reading(model: nn.Module, sites, positions: torch.Tensor | None = None):
         ``{site: tensor}`` of the last forward, filled as it runs. The hooks are removed on leaving, error
         or not.
     """
-    inputs = _input_sites(model)
     found, handles = {}, []
 
     def keep(name, value):
@@ -123,7 +124,7 @@ def reading(model: nn.Module, sites, positions: torch.Tensor | None = None):
     try:
         for name in sites:
             module = model.get_submodule(name)
-            if name in inputs:
+            if reads_input(model, name):
                 handles.append(module.register_forward_pre_hook(lambda m, args, name=name: keep(name, args[0])))
             else:
                 handles.append(module.register_forward_hook(lambda m, args, out, name=name: keep(
@@ -164,3 +165,58 @@ def load_hf(name: str, trained: bool = True, seed: int = 0) -> nn.Module:
                       "cache (HF_HOME; HF_HUB_OFFLINE=1 reads only the cache).") from None
     family(model)  # an unknown family is refused now, not at the first read
     return model.eval()
+
+
+def next_token(model, sequences, *, batch_size: int = 64, device=None) -> dict:
+    """Next-token top-1 and mean cross-entropy over ``sequences`` ``(n, length)``, every position but the last.
+
+    Returns ``{"correct", "tokens", "top1", "loss"}`` (loss in nats per token, summed in float64). Memory:
+    one batch's logits, ``batch_size × length × vocab × 4`` bytes.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sequences = torch.as_tensor(sequences, dtype=torch.long)
+    correct, total, loss = 0, 0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            batch = sequences[start:start + batch_size].to(device)
+            out = logits(model, batch[:, :-1]).float()
+            target = batch[:, 1:]
+            loss += F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1), reduction="sum").double().item()
+            correct += int((out.argmax(-1) == target).sum())
+            total += target.numel()
+    return {"correct": correct, "tokens": total, "top1": correct / total, "loss": loss / total}
+
+
+def read_positions(model: nn.Module, sequences, positions, sites, *, batch_size: int = 128, device=None) -> dict:
+    """The vectors at ``sites`` at one position per sequence, for every sequence.
+
+    Parameters
+    ----------
+    model : nn.Module
+    sequences : array-like of int, shape (n, length)
+    positions : array-like of int, shape (n,)
+    sites : list of str
+    batch_size : int
+    device : str or torch.device, optional
+        Where the forwards run (default: the model's parameters' device).
+
+    Returns
+    -------
+    dict
+        ``{site: ndarray (n, d) float32}``. Memory: those arrays, ``n × d × 4`` bytes per site, and one
+        batch's activations.
+    """
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    sequences = torch.as_tensor(sequences, dtype=torch.long)
+    positions = torch.as_tensor(positions, dtype=torch.long)
+    chunks = {s: [] for s in sites}
+    with torch.no_grad():
+        for start in tqdm(range(0, len(sequences), batch_size), desc="token activations", leave=False):
+            batch = sequences[start:start + batch_size].to(device)
+            with reading(model, sites, positions[start:start + batch_size]) as found:
+                logits(model, batch)
+            for s in sites:
+                chunks[s].append(found[s].float().cpu().numpy())
+    return {s: np.concatenate(chunks[s]) for s in sites}

@@ -34,6 +34,7 @@ from ..pipeline.keys import code_digest
 from ..pipeline.settings import ROOT
 from ..text import corpus, tokens
 from . import shipped
+from .causal_lm import next_token
 from .gpt import MiniGPT
 from .running import state_hash
 from .training import PINNED_ENV, THREADS, run_child
@@ -44,8 +45,9 @@ RECIPE = {"corpus": "fortunes", "vocab_size": 2048, "length": 64, "d_model": 128
           "d_mlp": 512, "steps": 1200, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01, "seed": 0}
 """The shipped network's recipe; ``steps`` and the rest may be changed for a network of one's own."""
 
-CODE = ("models.gpt", "models.lm_training", "text.corpus", "text.tokens")
-"""The modules that define the network, its data and its training: their digests go into the record."""
+CODE = ("models.causal_lm", "models.gpt", "models.lm_training", "text.corpus", "text.tokens")
+"""The modules that define the network, its data, its training and its evaluation: their digests go into the
+record."""
 
 
 def tokenizer_path() -> Path:
@@ -65,23 +67,14 @@ def sequences(recipe: dict, tokenizer, split: str) -> torch.Tensor:
     return torch.from_numpy(tokens.pack(documents, tokenizer, recipe["length"])).long()
 
 
-def evaluate(model, data: torch.Tensor, batch_size: int = 256) -> dict:
-    """Next-token top-1 and mean cross-entropy at every position of ``data`` ``(n, length)`` but the last.
+def evaluate(model, data: torch.Tensor) -> dict:
+    """The record's held-out numbers: next-token top-1 and mean cross-entropy at every position of ``data``
+    ``(n, length)`` but the last (:func:`helpers.models.causal_lm.next_token`).
 
-    Returns ``{"test_correct", "test_tokens", "test_loss"}``; the loss is summed in float64.
+    Returns ``{"test_correct", "test_tokens", "test_loss"}``.
     """
-    correct, total, loss = 0, 0, 0.0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(data), batch_size):
-            batch = data[start:start + batch_size]
-            logits = model(batch[:, :-1])
-            target = batch[:, 1:]
-            loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                    reduction="sum").double().item()
-            correct += int((logits.argmax(-1) == target).sum())
-            total += target.numel()
-    return {"test_correct": correct, "test_tokens": total, "test_loss": loss / total}
+    found = next_token(model, data, batch_size=256)
+    return {"test_correct": found["correct"], "test_tokens": found["tokens"], "test_loss": found["loss"]}
 
 
 def _rate(recipe: dict, step: int) -> float:
