@@ -114,7 +114,10 @@ def basis_grids(layer: str, shown: dict):
     shown = {b: g for b, g in shown.items() if g}
     rows = max(len(g) for g in shown.values())
     h, w = next(iter(shown.values()))[0]["image"].shape[:2]
-    fig, axes = plt.subplots(rows, len(shown), figsize=(len(shown) * 4.2, rows * 4.2 * h / w + 0.6), squeeze=False)
+    wide = w > 3 * h  # a text grid (a wide table of token contexts): a wider column, room for each title
+    width = 9.0 if wide else 4.2
+    fig, axes = plt.subplots(rows, len(shown), figsize=(len(shown) * width, rows * (width * h / w + 0.3 * wide) + 0.6),
+                             squeeze=False)
     for col, (basis, grids) in enumerate(shown.items()):
         for row in range(rows):
             ax = axes[row, col]
@@ -126,7 +129,8 @@ def basis_grids(layer: str, shown: dict):
         title = {"pca": "principal components", "neuron": "neurons"}.get(basis, KINDS[basis].label
                                                                           if basis in KINDS else basis)
         axes[0, col].text(0.5, 1.25, title, transform=axes[0, col].transAxes, ha="center")
-    fig.suptitle(f"{layer}: targets along each basis vector (columns, low to high), nearest patches (rows)",
+    what = "token contexts (the token highlighted)" if wide else "patches"
+    fig.suptitle(f"{layer}: targets along each basis vector (columns, low to high), nearest {what} (rows)",
                  fontsize=9, y=1.0)
     fig.tight_layout()
     return fig
@@ -151,11 +155,13 @@ def toy_distance_vs_activation(toy: dict):
     return fig
 
 
-def ablation(table, published=None):
+def ablation(table, published=None, measure: str = "top1"):
     """Fig. 6: top-1 accuracy vs number of ablated basis vectors, one panel per layer.
 
     ``table`` has the columns of ``ablation.csv`` (layer, basis, order,
-    n_ablated, top1). The x axis is linear up to 16 and logarithmic beyond.
+    n_ablated, top1; a language model's also loss). The x axis is linear up to 16 and logarithmic beyond.
+    ``measure``: ``"top1"`` (a language model's: next-token top-1) or ``"loss"`` (a language model's next-token
+    cross-entropy, nats per token).
     ``published`` (:func:`helpers.reference.ablation`): the paper's curves,
     drawn through their stored vertices beside the reproduced ones of the
     layers both have (:mod:`helpers.published`), with a caption.
@@ -174,22 +180,29 @@ def ablation(table, published=None):
                 curve = rows[(rows["basis"] == basis) & (rows["order"] == order)].sort_values("n_ablated")
                 styles[basis, order] = dict(color=COLOURS.get(basis, "0.3"), ls="-" if order == "descending" else "--",
                                             label=f"{_label(basis)}, {order}")
-                ax.plot(curve["n_ablated"], curve["top1"], **styles[basis, order])
+                ax.plot(curve["n_ablated"], curve[measure], **styles[basis, order])
         shown = published[published["layer"] == layer] if published is not None else None
         if shown is not None:
             drawn += draw_ablation(ax, shown, styles)
             original = max(original, float(shown["top1"].max()) if len(shown) else 0)
-        ax.axhline(rows[rows["n_ablated"] == 0]["top1"].iloc[0], color="0.4", ls=":", label="original accuracy")
+        loss = measure == "loss"
+        ax.axhline(rows[rows["n_ablated"] == 0][measure].iloc[0], color="0.4", ls=":",
+                   label="original loss" if loss else "original accuracy")
         most = int(rows["n_ablated"].max())
         pcs = rows[rows["basis"] == "pca"]["n_ablated"]
         d = int(pcs.max()) if len(pcs) else most
         ax.set_xscale("symlog", linthresh=min(16, most))
         ax.set_xlim(0, most)
-        ax.set_ylim(0, min(1, max(original, 0.01) * 1.15))
+        if loss:  # each layer's own range: a late layer's increase is small beside an early one's
+            lo, hi = float(rows["loss"].min()), float(rows["loss"].max())
+            ax.set_ylim(lo - 0.05 * (hi - lo + 1e-3), hi + 0.05 * (hi - lo + 1e-3))
+        else:
+            ax.set_ylim(0, min(1, max(original, 0.01) * 1.15))
         ax.set_title(_title(layer, d), fontsize=9)
         ax.set_xlabel("number of ablated basis vectors")
-        ax.set_ylabel("top-1 accuracy")
-    axes[0].legend(fontsize=6, loc="lower left")
+        ax.set_ylabel("next-token loss (nats)" if loss else
+                      "next-token top-1 accuracy" if "loss" in table else "top-1 accuracy")
+    axes[0].legend(fontsize=6, loc="upper left" if measure == "loss" else "lower left")
     fig.tight_layout()
     if drawn:
         _caption(fig, ABLATION_CAPTION)

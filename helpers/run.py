@@ -33,6 +33,7 @@ from . import steps as _steps  # noqa: F401  importing the catalogue declares ev
 from .pipeline import provenance
 from .pipeline.kernels import QUIET, _oom_kills, diagnose, kernel_environment, parse_parameters
 from .pipeline.locks import Lock, LockedError
+from .models.registry import spec
 from .pipeline.settings import PROFILES, ROOT, SETTINGS, load_profile
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -112,6 +113,17 @@ def _makes(nb: Path) -> tuple:
     return declared.makes if declared else ()
 
 
+def _uses(nb: Path) -> tuple:
+    """The artifacts a notebook makes, or else those it reads (07 makes none)."""
+    declared = provenance.notebooks().get(nb.stem.split("_")[0])
+    return (declared.makes or declared.reads) if declared else ()
+
+
+def _skipped(p, nb: Path) -> bool:
+    """Whether the profile has none of the artifacts the notebook makes (or, making none, reads)."""
+    return bool(_uses(nb)) and not any(provenance.applies(p, a) for a in _uses(nb))
+
+
 def _step_lock(p, nb: Path, wait: bool, say) -> Lock:
     number = nb.stem.split("_")[0]
     return Lock(p.data_path / ".locks" / f"step-{number}.lock", f"step {nb.stem} of {p.data_path}", wait, say)
@@ -173,11 +185,14 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
         raise ValueError(f"-p {unknown}: not a setting nor a parameter of these notebooks; the settings are "
                          f"{sorted(SETTINGS)}.")
     preflight(p)
-    skipped = [nb for nb in chosen if _makes(nb) and not any(provenance.applies(p, a) for a in _makes(nb))]
+    skipped = [nb for nb in chosen if _skipped(p, nb)]
     refusals = []
+    if skipped and spec(p.model).text:  # nothing to give: the step is not for this kind of network
+        say(f"{', '.join(nb.stem for nb in skipped)} skipped: {provenance.why_not(p, _uses(skipped[0])[0])}.")
+        chosen, skipped = [nb for nb in chosen if nb not in skipped], []
     if skipped:
         rest = " ".join(nb.stem.split("_")[0] for nb in chosen if nb not in skipped)
-        refusals.append(f"{provenance.why_not(p, _makes(skipped[0])[0])}"
+        refusals.append(f"{provenance.why_not(p, _uses(skipped[0])[0])}"
                         + (f"; or leave {skipped[0].stem} out: --only {rest}" if rest else "") + ".")
         if not dry_run:
             raise ValueError(refusals[0])

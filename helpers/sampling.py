@@ -66,7 +66,7 @@ def capture(model, sites: dict, pick=None, stop_after: str | None = None):
 
     def hook_for(name, site):
         def hook(module, args, out):
-            outputs[name] = pick(name, site.read(out))
+            outputs[name] = pick(name, site.read(args[0] if site.input else out))
             if name == stop_after:
                 raise _Stop
 

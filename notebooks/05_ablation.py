@@ -16,7 +16,9 @@
 # residual block / encoder layer that holds it) runs once per batch; only the
 # rest runs per setting, settings stacked in the batch. The count grid is the paper's on the
 # paper profile and a coarser one elsewhere (`ablation_dense`); the quick
-# profile uses a seeded subset of `ablation_eval` eval images.
+# profile uses a seeded subset of `ablation_eval` eval images. A language model's layer is ablated at every
+# token position, and the measures are next-token top-1 and cross-entropy (nats per token) on held-out
+# sequences (`fig06_ablation_loss`): the loss's increase is what the removed vectors carried.
 #
 # Reads `data/<profile>/<model>/model/` and `bases/`; writes `data/<profile>/<model>/ablation/`,
 # `figures/<profile>/<model>/ablation.csv` and `fig06_ablation.{png,pdf}` (on the paper profile
@@ -72,7 +74,10 @@ images, indices = models.selection(p, "ablation")
 p.figures_path.mkdir(parents=True, exist_ok=True)
 table.to_csv(p.figure("ablation.csv"), index=False)
 original = table[table.n_ablated == 0].top1.iloc[0]
-print(f"original top-1 accuracy on {len(indices)} eval images: {100 * original:.2f} %")
+language = "loss" in table  # a language model: next-token top-1 and loss
+print(f"original {'next-token ' if language else ''}top-1 accuracy on {len(indices)} eval "
+      f"{'sequences' if language else 'images'}: {100 * original:.2f} %"
+      + (f"; loss {table[table.n_ablated == 0].loss.iloc[0]:.4f} nats per token" if language else ""))
 if p.published:
     print(f"the paper's (torchvision AlexNet, ImageNet val): {100 * reference.ALEXNET_TOP1:.2f} %")
 
@@ -91,11 +96,15 @@ if published is not None:
     differences.to_csv(p.figure("ablation_vs_published.csv"), index=False)
     print(reference.summary(differences, "Fig. 6 vs published (top-1 at the published vertices)"),
           "The published curves lack the vertices their export dropped: those counts are not compared.")
+if language:
+    plots.save(plots.ablation(table, measure="loss"), p.figure("fig06_ablation_loss"))
 provenance.record_outputs(p, "05")
 
 # %% [markdown]
-# Accuracy after ablating the top 1, 4 and 16 basis vectors of each basis:
+# Accuracy (a language model's: and the loss's increase) after ablating the top 1, 4 and 16 basis vectors of
+# each basis:
 
 # %%
 top = table[(table.order == "descending") & table.n_ablated.isin([1, 4, 16])]
-top.pivot_table(index="layer", columns=["basis", "n_ablated"], values="top1", sort=False)
+top.pivot_table(index="layer", columns=["basis", "n_ablated"], values=["top1", "loss_increase"] if language else "top1",
+                sort=False)

@@ -23,18 +23,24 @@ from tqdm.auto import tqdm
 from ..bases import fit as _bases  # the bases a sweep removes; importing it declares them
 from ..images.batches import Batches
 from ..images.common import images_key
-from ..models import sites
+from ..models import families, sites
 from ..models import running
 from ..models.running import get_device, memory_format, place
 from ..models.inputs import selection
 from ..models.loading import model_id
+from ..models.registry import spec
 from ..pipeline import costs, distributed, provenance, store
+from . import text
 from .removal import STACK_ROWS_DEFAULT, Removal, _checked, _site, _stacked, measured, stack_rows
 
 log = logging.getLogger(__name__)
 
 
 FIELDS = ("layer", "basis", "order", "n_ablated", "top1")
+
+
+TEXT_FIELDS = (*FIELDS, "loss", "loss_increase")
+"""A language model's rows: the next-token loss (nats per token) and its increase over the unablated network's."""
 
 
 MADE_BY = "05_ablation (python -m helpers.run --only 05)"
@@ -328,8 +334,11 @@ def _sweep_layers(b, model, dataset, layers, bases, counts, indices, skip_bad, k
         fitted = bases[layer]
         mean = fitted["pca"].mean_ if "pca" in fitted else next(iter(fitted.values())).mean_
         found = []
-        rows = sweep_layer(model, dataset, layer, fitted, mean, counts[layer], indices=indices,
-                           skip_bad=skip_bad, bad=found, **kw)
+        if families.family_of(model).task == "next_token":  # a language model: next-token top-1 and loss
+            rows = text.sweep_layer(model, dataset, layer, fitted, counts[layer], indices=indices, **kw)
+        else:
+            rows = sweep_layer(model, dataset, layer, fitted, mean, counts[layer], indices=indices,
+                               skip_bad=skip_bad, bad=found, **kw)
         if not bad:
             bad = sorted(found, key=lambda r: r["slot"])  # every layer reads the same images: record them once
         done.append(layer)
@@ -353,12 +362,13 @@ def _assemble(b, layers, counts) -> dict:
 
 
 def _write_rows(path, rows) -> None:
-    store.write_csv(path, FIELDS, rows)
+    store.write_csv(path, TEXT_FIELDS if rows and "loss" in rows[0] else FIELDS, rows)
 
 
 def read_rows(path) -> list[dict]:
     with open(path) as f:
-        return [{**r, "n_ablated": int(r["n_ablated"]), "top1": float(r["top1"])} for r in csv.DictReader(f)]
+        return [{**r, "n_ablated": int(r["n_ablated"]), "top1": float(r["top1"]),
+                 **{k: float(r[k]) for k in ("loss", "loss_increase") if k in r}} for r in csv.DictReader(f)]
 
 
 def _cost(p, scale) -> costs.Cost:
@@ -383,6 +393,8 @@ STEP = provenance.declare(
     settings=("model", "layers", "eval_split", "n_eval", "ablation_eval", "ablation_dense", "precision", "seed"),
     uses=("bases", "batch_size", "num_workers", "device", "skip_bad_images", *distributed.SETTINGS),
     outputs=(provenance.Output("fig06_ablation", caption="Fig. 6 · accuracy under ablation"),
+             provenance.Output("fig06_ablation_loss", caption="Fig. 6 · next-token loss under ablation (language models)",
+                               when=lambda p: spec(p.model).text),
              provenance.Output("ablation.csv", gather="ablation"),
              provenance.Output("ablation_vs_published.csv", when=lambda p: p.published)),
     cost=_cost)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from ..models import causal_lm
@@ -43,7 +44,8 @@ def removing(model, site: str, removal: Removal):
         handle.remove()
 
 
-def sweep(model, sequences, site: str, basis, counts, *, batch_size: int = 64, device=None) -> list[dict]:
+def sweep(model, sequences, site: str, basis, counts, *, batch_size: int = 64, device=None,
+          base: dict | None = None) -> list[dict]:
     """Top-1 and loss with the top k and the bottom k vectors of ``basis`` removed at ``site``, for each k.
 
     Parameters
@@ -56,6 +58,8 @@ def sweep(model, sequences, site: str, basis, counts, *, batch_size: int = 64, d
         Of the site's vectors (``components_`` (K, d), ordered by importance).
     counts : iterable of int
         Numbers of vectors removed (0 is the unablated network).
+    base : dict, optional
+        The unablated network's :func:`~helpers.models.causal_lm.next_token` on ``sequences``, if measured.
 
     Returns
     -------
@@ -64,7 +68,7 @@ def sweep(model, sequences, site: str, basis, counts, *, batch_size: int = 64, d
         "loss_increase"}`` per order and count; ``n_ablated == 0`` once, as ``"top"``.
     """
     K = len(basis.components_)
-    base = causal_lm.next_token(model, sequences, batch_size=batch_size, device=device)
+    base = base or causal_lm.next_token(model, sequences, batch_size=batch_size, device=device)
     rows = [{"site": site, "order": "top", "n_ablated": 0, **base, "loss_increase": 0.0}]
     cache = {}
     plan = [(order, k) for k in sorted(set(int(c) for c in counts) - {0}) for order in ("top", "bottom")]
@@ -76,3 +80,56 @@ def sweep(model, sequences, site: str, basis, counts, *, batch_size: int = 64, d
             found = causal_lm.next_token(model, sequences, batch_size=batch_size, device=device)
         rows.append({"site": site, "order": order, "n_ablated": k, **found, "loss_increase": found["loss"] - base["loss"]})
     return rows
+
+
+ORDERS = {"top": "descending", "bottom": "ascending"}
+"""The sweep's orders as ``ablation.csv`` names them (the vision networks' names)."""
+
+
+LOGITS_BYTES = 1 << 28
+"""The most bytes of logits one batch of the sweep holds (256 MiB)."""
+
+
+def sweep_layer(model, dataset, layer: str, bases: dict, counts, *, indices=None, batch_size: int = 64,
+                device=None, **_) -> list[dict]:
+    """05's rows for one layer of a language model: :func:`sweep` for every basis, in ``ablation.csv``'s form.
+
+    Parameters
+    ----------
+    dataset : helpers.text.sequences.TextSequences
+    layer : str
+        A module path of ``model`` (a site).
+    bases : dict
+        ``{basis: fitted basis}``.
+    counts : list of int
+        Each basis takes those up to its number of vectors.
+    indices : array of int, optional
+        The sequences measured (default: all).
+    batch_size : int
+        Sequences per forward, lowered so that one batch's logits take at most :data:`LOGITS_BYTES`.
+
+    Returns
+    -------
+    list of dict
+        ``layer, basis, order ("descending" | "ascending"), n_ablated, top1, loss, loss_increase`` for every
+        basis, order and count (the unablated network's row under both orders, as the vision rows).
+    """
+    sequences = dataset.sequences if indices is None else dataset.sequences[np.asarray(indices)]
+    with torch.no_grad():
+        vocab = causal_lm.logits(model, torch.as_tensor(np.asarray(sequences[:1, :2], np.int64),
+                                                        device=next(model.parameters()).device)).shape[-1]
+    batch_size = max(1, min(int(batch_size), LOGITS_BYTES // (4 * vocab * sequences.shape[1])))
+    base = causal_lm.next_token(model, sequences, batch_size=batch_size, device=device)
+    out = []
+    for name, basis in bases.items():
+        K = len(basis.components_)
+        rows = sweep(model, sequences, layer, basis, [c for c in counts if c <= K], batch_size=batch_size,
+                     device=device, base=base)
+        for r in rows:
+            orders = ("top", "bottom") if r["n_ablated"] == 0 else (r["order"],)
+            for order in orders:
+                out.append({"layer": layer, "basis": name, "order": ORDERS[order], "n_ablated": r["n_ablated"],
+                            "top1": r["top1"], "loss": r["loss"], "loss_increase": r["loss_increase"]})
+    key = {"descending": 0, "ascending": 1}
+    names = list(bases)
+    return sorted(out, key=lambda r: (names.index(r["basis"]), key[r["order"]], r["n_ablated"]))

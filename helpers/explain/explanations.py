@@ -41,6 +41,7 @@ from ..images.common import example, images_key
 from ..models.sites import sites as layer_sites
 from ..models.inputs import selection
 from ..models.loading import model_id
+from ..models.registry import images_only
 from ..models.running import get_device, place
 from ..pipeline import costs, distributed, provenance, store
 from .beam import search
@@ -346,5 +347,7 @@ STEP = provenance.declare(
              provenance.Output("fig_compositional_iou_by_length",
                                caption="Compositional explanations · IoU by formula length"),
              provenance.Output("fig_compositional_examples")),
-    applies=lambda p: concepts_source(p) is not None, why_not=lambda p: NO_CONCEPTS.format(dataset=p.dataset))
+    applies=lambda p: images_only()["applies"](p) and concepts_source(p) is not None,
+    why_not=lambda p: images_only()["why_not"](p) if not images_only()["applies"](p) else NO_CONCEPTS.format(
+        dataset=p.dataset))
 provenance.register_need(broden_needs, steps=("08",))

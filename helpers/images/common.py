@@ -51,9 +51,9 @@ def images_key(dataset, indices=None) -> dict:
 
 
 def example(dataset, indices=None) -> torch.Tensor:
-    """An input of the dataset's shape (zeros when the shape is known: no image is read)."""
+    """An input of the dataset's shape and dtype (zeros when the shape is known: no image is read)."""
     shape = getattr(dataset, "input_shape", None)
     if shape is not None:
-        return torch.zeros(shape)
+        return torch.zeros(shape, dtype=getattr(dataset, "input_dtype", torch.float32))
     first = 0 if indices is None or len(indices) == 0 else int(np.asarray(indices)[0])
     return dataset[first][0]

@@ -58,6 +58,9 @@ class Family:
 
     name = "any module"
     prefix_tokens = 0
+    task = "classify"
+    """What the network's output is measured by in the ablation (05): ``"classify"`` (top-1 of its labels) or
+    ``"next_token"`` (a language model's next-token top-1 and loss)."""
 
     def matches(self, model: nn.Module) -> bool:
         return True
@@ -84,6 +87,14 @@ class Family:
     def patch_size(self, model: nn.Module) -> int:
         """Side of the input patch of one token (families with ``"patch"`` fields)."""
         raise NotImplementedError(f"{self.name} has no patch tokens")
+
+    def token_grid(self, n: int) -> tuple[int, int]:
+        """``(h, w)`` positions of ``n`` tokens: a square grid of patches, else a column."""
+        return _grid(n)
+
+    def reads_input(self, model: nn.Module, path: str) -> bool:
+        """Whether the layer at ``path`` is read at its module's input rather than its output."""
+        return False
 
 
 class AlexNetFamily(Family):
@@ -177,7 +188,42 @@ class ViTFamily(Family):
         return "patch" if site.kind == "tokens" else "whole"
 
 
-FAMILIES = (AlexNetFamily(), ResNetFamily(), ViTFamily())
+class CausalLMFamily(Family):
+    """Causal language models (``mini_gpt``; Hugging Face's GPT-2, GPT-NeoX, Llama, Mistral, Qwen2): a layer's
+    token sequence ``(B, T, D)`` is read as ``T`` positions ``(y, x) = (t, 0)``; the default layers are every
+    block's MLP neurons (:mod:`helpers.models.causal_lm`: a gated MLP's are read at ``down_proj``'s input);
+    any module path may be named (a block's output is the residual stream)."""
+
+    name = "causal LM"
+    task = "next_token"
+
+    def matches(self, model):
+        from . import causal_lm
+
+        try:
+            causal_lm.family(model)
+        except ValueError:
+            return False
+        return True
+
+    def default_layers(self, model):
+        from . import causal_lm
+
+        return causal_lm.mlp_sites(model)
+
+    def token_grid(self, n):
+        return (n, 1)
+
+    def reads_input(self, model, path):
+        from . import causal_lm
+
+        return causal_lm.reads_input(model, path)
+
+    def field_kind(self, model, site):
+        return "whole"
+
+
+FAMILIES = (AlexNetFamily(), ResNetFamily(), ViTFamily(), CausalLMFamily())
 """The described families, asked in order; :class:`Family` takes any other module."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..images.fashion import FASHION_LOCAL_DIR, FASHION_SYSTEM_DIR, fashion_mnist
 from ..images.common import select
 from ..images.folders import image_folder
+from ..pipeline.rules import is_text_dataset
 from ..pipeline.settings import Profile
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ def check_split(profile: Profile, split: str, name: str = "eval_split") -> None:
     """
     if profile.dataset == "fashion_mnist":
         return  # its splits are checked with the profile (config.validate)
+    if is_text_dataset(profile.dataset):
+        load_dataset(profile, split)  # a corpus is read, tokenized and packed once per process, and kept
+        return
     if profile.data_root is None:
         image_folder(None, split)
     root = Path(profile.data_root).expanduser()
@@ -49,7 +53,7 @@ def load_dataset(profile: Profile, split: str):
     Loaded once per process and kept while its files are unchanged.
     """
     stamp = _stamp(profile, split)
-    folder = profile.dataset != "fashion_mnist"
+    folder = profile.dataset != "fashion_mnist"  # the model's preprocessing (or tokenizer) decides its inputs
     which = (profile.dataset, profile.data_root, split, profile.model if folder else None,
              profile.decode if folder else None)
     cached = _CACHE.get(which)
@@ -62,7 +66,7 @@ def load_dataset(profile: Profile, split: str):
 
 def _stamp(profile: Profile, split: str):
     """Modification times that change when the split's files do (None: no caching)."""
-    if profile.dataset == "fashion_mnist":
+    if profile.dataset == "fashion_mnist" or is_text_dataset(profile.dataset):
         return None
     folder = Path(profile.data_root or ".").expanduser() / split
     try:
@@ -85,8 +89,15 @@ def _load_dataset(profile: Profile, split: str):
             log.warning("%s has %d classes, not ImageNet's 1000: accuracies will not be ImageNet's.",
                         profile.data_root, len(ds.classes))
         return ds
+    if is_text_dataset(profile.dataset):
+        from ..text.sequences import TextSequences, load_corpus
+        from .registry import text_input
+
+        tokenizer, end_of_text, length = text_input(profile.model)
+        return TextSequences(load_corpus(profile.dataset, profile.data_root, split), tokenizer, length, end_of_text)
     raise ValueError(
-        f"dataset={profile.dataset!r} is unknown; use 'fashion_mnist', 'imagenet' or 'imagefolder'."
+        f"dataset={profile.dataset!r} is unknown; use 'fashion_mnist', 'imagenet' or 'imagefolder' (images), or "
+        "'fortunes', 'textfolder' or 'hf:<name>[:<config>]' (text)."
     )
 
 

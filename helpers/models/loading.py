@@ -12,6 +12,7 @@ from torch import nn
 
 from ..images.folders import CHANNELS
 from ..pipeline import provenance, store
+from ..pipeline.rules import is_text_dataset
 from ..pipeline.settings import Profile
 from . import families
 from .inputs import check_split
@@ -37,6 +38,16 @@ def check(profile: Profile) -> None:
         Naming the model, the dataset or layer, and what would work.
     """
     s = spec(profile.model)
+    if s.text != is_text_dataset(profile.dataset):
+        fits = ("'fortunes', 'textfolder' or 'hf:<name>[:<config>]'" if s.text
+                else "'fashion_mnist', 'imagenet' or 'imagefolder'")
+        gives = "text" if is_text_dataset(profile.dataset) else "images"
+        raise ValueError(f"model={profile.model!r} takes {s.input}, but dataset={profile.dataset!r} gives {gives}; "
+                         f"use dataset={fits} with this model.")
+    if s.text and s.source == "standin" and profile.retrain:
+        raise ValueError(f"retrain=True: {profile.model} is trained by its own command, python -m "
+                         "helpers.models.lm_training (about 3 minutes on a 2-core CPU), which says whether it gives "
+                         "the shipped weights bit for bit; the steps read the shipped weights (retrain=False).")
     channels = CHANNELS.get(profile.dataset)
     if channels is not None and s.channels is not None and channels != s.channels:
         fits = [name for name, m in MODELS.items() if m["channels"] == channels]

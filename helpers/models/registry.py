@@ -19,6 +19,11 @@ built-in
     ``get_weight``) with the named weights (default: the first listed, e.g.
     ``IMAGENET1K_V1``; ``none``: random weights seeded by the profile) and
     their preprocessing;
+``hf:<name>[:untrained]``
+    a Hugging Face causal language model through ``transformers``' ``from_pretrained`` (a hub name, read
+    from the local cache when offline, or a folder written by ``save_pretrained``): GPT-2, GPT-NeoX
+    (Pythia), Llama, Mistral, Qwen2 (:mod:`helpers.models.causal_lm` says where each one's MLP neurons
+    are); ``:untrained`` its configuration with seeded random weights; its tokenizer is the model's own;
 ``<python.module>:<callable>``
     the researcher's own factory, importable from ``PYTHONPATH``, returning the
     module or ``(module, preprocessing)``; preprocessing is a torchvision
@@ -39,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..text.tokens import END_OF_TEXT
 from . import families
 from .running import state_hash
 
@@ -48,16 +54,28 @@ FASHION = "1-channel 28 x 28 images (Fashion-MNIST)"
 IMAGENET = "RGB images (ImageNet or an image folder)"
 
 
+TEXT = "token sequences of text (fortunes, a text folder or a Hugging Face corpus)"
+
+
+TEXT_LENGTH = 128
+"""Tokens per sequence of a Hugging Face model (or its longest context, if shorter)."""
+
+
 MODELS = {
     "mini_alexnet": {"standin": "MiniAlexNet", "channels": 1, "input": FASHION},
     "mini_resnet": {"standin": "MiniResNet", "channels": 1, "input": FASHION},
     "mini_vit": {"standin": "MiniViT", "channels": 1, "input": FASHION},
+    "mini_gpt": {"standin": "mini_gpt", "channels": None, "input": TEXT, "modality": "text"},
     "alexnet": {"torchvision": "alexnet", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
     "resnet18": {"torchvision": "resnet18", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
     "resnet50": {"torchvision": "resnet50", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
     "vit_b_16": {"torchvision": "vit_b_16", "weights": "IMAGENET1K_V1", "channels": 3, "input": IMAGENET},
 }
 """The built-in models: stand-ins trained here, and torchvision networks with their named weights."""
+
+
+HF = "hf:"
+"""The prefix of a Hugging Face causal language model's name."""
 
 
 CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -78,6 +96,12 @@ class Spec:
     weights: str | None = None
     channels: int | None = None
     input: str = "the images its factory expects"
+    modality: str = "image"
+
+    @property
+    def text(self) -> bool:
+        """Whether the model reads text (a causal language model), not images."""
+        return self.modality == "text"
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,7 +117,15 @@ def spec(name: str) -> Spec:
     if name in MODELS:
         m = MODELS[name]
         source = "standin" if "standin" in m else "torchvision"
-        return Spec(name, source, m.get("standin") or m["torchvision"], m.get("weights"), m["channels"], m["input"])
+        return Spec(name, source, m.get("standin") or m["torchvision"], m.get("weights"), m["channels"], m["input"],
+                    m.get("modality", "image"))
+    if name.startswith(HF):
+        target = name[len(HF):]
+        trained = not target.endswith(UNTRAINED)
+        target = target if trained else target[:-len(UNTRAINED)]
+        if not target:
+            raise ValueError(f"model={name!r} names no model; give 'hf:<hub name or folder>', e.g. 'hf:gpt2'.")
+        return Spec(name, "hf", target, None if trained else "untrained", None, TEXT, "text")
     if name.endswith(UNTRAINED) and not name.startswith("torchvision:"):  # before CALLABLE, which it also matches
         base = name[:-len(UNTRAINED)]
         if base not in MODELS:
@@ -101,7 +133,7 @@ def spec(name: str) -> Spec:
                              f"{[f'{n}{UNTRAINED}' for n in MODELS]}{_close(base, UNTRAINED)}; for another "
                              "torchvision classifier with random weights use 'torchvision:<name>:none'.")
         m = MODELS[base]
-        return Spec(name, "untrained", base, None, m["channels"], m["input"])
+        return Spec(name, "untrained", base, None, m["channels"], m["input"], m.get("modality", "image"))
     base, colon, suffix = name.partition(":")
     if colon and base in MODELS:  # a built-in with a suffix other than :untrained (before CALLABLE, which matches)
         hint = f"did you mean {base + UNTRAINED!r} (its untrained control)"
@@ -128,7 +160,7 @@ def spec(name: str) -> Spec:
     raise ValueError(
         f"model={name!r} is unknown{_close(name)}; use a built-in one of {list(MODELS)}, its untrained control "
         f"'<built-in>{UNTRAINED}', 'torchvision:<name>[:<weights>]' "
-        "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), or '<python.module>:<callable>' for your own factory.")
+        "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), 'hf:<name>[:untrained]' (a Hugging Face causal LM), or '<python.module>:<callable>' for your own factory.")
 
 
 def _close(name: str, suffix: str = "") -> str:
@@ -152,6 +184,10 @@ def builder(name: str):
     if s.source != "standin":
         raise ValueError(f"model={name!r} is not a stand-in trained here; stand-ins: "
                          f"{[n for n, m in MODELS.items() if 'standin' in m]}.")
+    if s.text:
+        from . import lm_training, shipped
+
+        return lambda: lm_training.network(shipped.record(s.name)["recipe"])
     return getattr(standins, s.target)
 
 
@@ -214,6 +250,10 @@ def architecture(name: str) -> nn.Module:
         from torchvision.models import get_model
 
         return get_model(s.target, weights=None).eval()
+    if s.source == "hf":
+        from .causal_lm import load_hf
+
+        return load_hf(s.target, trained=False)
     return _factory(s)[0]
 
 
@@ -306,8 +346,65 @@ def weights_id(name: str, seed: int = 0) -> str:
 def _load_other(s: Spec, seed: int):
     if s.source == "torchvision":
         return load_torchvision(s, seed)
+    if s.source == "hf":
+        from .causal_lm import load_hf
+
+        trained = s.weights is None
+        model = load_hf(s.target, trained=trained, seed=seed)
+        return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}",
+                       "weights": "from_pretrained" if trained else f"untrained (seed {seed})"}
     if s.source == "untrained":
         model = untrained(s.name, seed)
         return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}", "weights": f"untrained (seed {seed})"}
     model, _ = _factory(s)
     return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}"}
+
+
+IMAGES_ONLY = ("06-08 are for networks that read images; model={model!r} is a language model, whose steps end "
+               "at 05 (docs/text.md)")
+"""Why a language model has no user study (06, 07) and no compositional explanations (08)."""
+
+
+def images_only() -> dict:
+    """``applies`` and ``why_not`` of a step made for networks that read images (06-08), for
+    :func:`helpers.pipeline.provenance.declare`."""
+    return {"applies": lambda p: not spec(p.model).text, "why_not": lambda p: IMAGES_ONLY.format(model=p.model)}
+
+
+@functools.lru_cache(maxsize=4)
+def text_input(name: str) -> tuple:
+    """How a language model reads text: ``(tokenizer, end-of-text token, tokens per sequence)``.
+
+    ``mini_gpt`` (and its untrained control): its shipped tokenizer (checked against its record) and its
+    64 positions; a Hugging Face model: its own fast tokenizer (``AutoTokenizer``) and
+    ``min(TEXT_LENGTH, its longest context)``.
+
+    Raises
+    ------
+    ValueError
+        For a model that reads images, or a Hugging Face model without a fast tokenizer.
+    """
+    s = spec(name)
+    if not s.text:
+        raise ValueError(f"model={name!r} reads {s.input}, not text.")
+    if s.source == "untrained":
+        return text_input(s.target)
+    if s.source == "standin":
+        from . import lm_training
+
+        _, tokenizer, rec = lm_training.load_shipped()
+        return tokenizer, END_OF_TEXT, int(rec["recipe"]["length"])
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(s.target)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"model={name!r}: its tokenizer could not be loaded ({str(e).splitlines()[0]}); save it "
+                         "beside the model (tokenizer.save_pretrained(folder)) or use a hub name this machine "
+                         "can read.") from None
+    if not getattr(tok, "is_fast", False) or tok.eos_token is None:
+        raise ValueError(f"model={name!r}: its tokenizer is not a fast tokenizer with an end-of-text token; "
+                         "the sequences are packed with one (tokenizers.Tokenizer).")
+    config = AutoConfig.from_pretrained(s.target)
+    longest = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or TEXT_LENGTH
+    return tok.backend_tokenizer, tok.eos_token, int(min(TEXT_LENGTH, longest))

@@ -37,6 +37,9 @@ class Site:
         (``nn.MultiheadAttention``).
     prefix_tokens : int
         Tokens before the patch tokens (a ViT's class token), not positions.
+    input : bool
+        The layer is the module's input, not its output (a gated MLP's neurons, the input of ``down_proj``):
+        hooks read ``args[0]``.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Site:
     relu: bool = False
     first: bool = False
     prefix_tokens: int = 0
+    input: bool = False
 
     def read(self, out) -> torch.Tensor:
         """The output as a map ``(B, C, H, W)`` or a vector ``(B, D)``; a view where possible."""
@@ -54,7 +58,7 @@ class Site:
             return x
         t = x[:, self.prefix_tokens:]
         b, n, d = t.shape
-        h, w = _grid(n)
+        h, w = self.shape[1:] if self.shape[1] * self.shape[2] == n else _grid(n)
         return t.transpose(1, 2).reshape(b, d, h, w)
 
     def apply(self, out, fn: Callable, groups: int = 1, shared: bool = False, memory_format=None):
@@ -104,10 +108,12 @@ def sites(model: nn.Module, layers, example: torch.Tensor) -> dict[str, Site]:
     fam = family_of(model)
     seen, order, relu_inputs, handles = {}, [], [], []
 
+    inputs = {name for name, path in paths.items() if fam.reads_input(model, path)}
+
     def hook_for(name):
         def hook(module, args, out):
             if name not in seen:
-                seen[name] = out
+                seen[name] = args[0] if name in inputs else out
                 order.append(name)
         return hook
 
@@ -125,11 +131,11 @@ def sites(model: nn.Module, layers, example: torch.Tensor) -> dict[str, Site]:
     if missing:
         raise ValueError(f"layer(s) {missing} do not run in {type(model).__name__}'s forward pass; "
                          f"choose modules that do, e.g. {default_layers(model)}.")
-    return {name: _site(name, paths[name], seen[name], fam, any(t is seen[name] for t in relu_inputs))
+    return {name: _site(name, paths[name], seen[name], fam, any(t is seen[name] for t in relu_inputs), name in inputs)
             for name in order}
 
 
-def _site(name, path, out, fam: Family, relu: bool) -> Site:
+def _site(name, path, out, fam: Family, relu: bool, input: bool = False) -> Site:
     first = isinstance(out, (tuple, list))
     x = out[0] if first else out
     if not isinstance(x, torch.Tensor) or x.ndim not in (2, 3, 4):
@@ -138,8 +144,8 @@ def _site(name, path, out, fam: Family, relu: bool) -> Site:
                          "(B, T, D) and vectors (B, D) can be studied. Choose another module.")
     if x.ndim == 3:
         prefix = fam.prefix_tokens if x.shape[1] > fam.prefix_tokens else 0
-        h, w = _grid(x.shape[1] - prefix)
-        return Site(name, path, "tokens", (x.shape[2], h, w), relu, first, prefix)
+        h, w = fam.token_grid(x.shape[1] - prefix)
+        return Site(name, path, "tokens", (x.shape[2], h, w), relu, first, prefix, input)
     return Site(name, path, "map" if x.ndim == 4 else "vector", tuple(x.shape[1:]), relu, first)
 
 

@@ -31,7 +31,20 @@ def _coerce_numbers(value):
 SIMILARITY = re.compile(r"pixels|dreamsim|model:\S+")
 
 
-DATASETS = ("fashion_mnist", "imagenet", "imagefolder")
+DATASETS = ("fashion_mnist", "imagenet", "imagefolder", "fortunes", "textfolder")
+"""The named datasets; besides them, ``hf:<name>[:<config>]`` names a Hugging Face ``datasets`` corpus."""
+
+
+TEXT_DATASETS = ("fortunes", "textfolder")
+"""The named datasets of text (the rest are images)."""
+
+
+HF_DATASET = re.compile(r"hf:[^:\s]+(:[^:\s]+)?")
+
+
+def is_text_dataset(dataset: str) -> bool:
+    """Whether ``dataset`` gives text (``fortunes``, ``textfolder``, ``hf:<name>``), not images."""
+    return dataset in TEXT_DATASETS or bool(HF_DATASET.fullmatch(str(dataset)))
 
 
 FASHION_SPLITS = ("train", "test")
@@ -66,7 +79,8 @@ _FOLDER = ("a folder path, or None", lambda v: v is None or _text(v))
 
 
 RULES = {
-    "dataset": (f"one of {DATASETS}", lambda v: v in DATASETS),
+    "dataset": (f"one of {DATASETS} or 'hf:<name>[:<config>]' (a Hugging Face datasets corpus)",
+                lambda v: v in DATASETS or bool(HF_DATASET.fullmatch(str(v)))),
     "data_root": _FOLDER,
     "model": ("a model name such as 'mini_alexnet' or 'alexnet'", _text),
     "layers": ("distinct layer names, e.g. 'conv1,fc1'", _layers),

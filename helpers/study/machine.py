@@ -24,6 +24,7 @@ from ..bases.kinds import KINDS
 from ..bases.rotation import RandomBasis
 from ..grids.visualize import Displayed, patch_grid
 from ..models.receptive import crop
+from ..models.registry import images_only
 from ..pipeline import costs, provenance, store
 from . import mis
 from .observers import choose
@@ -280,5 +281,5 @@ STEP = provenance.declare(
     settings=("layers", "bases", "n_study", "n_targets", "n_neighbours", "thumb", "token_margin", "seed",
               "mis_similarity", "mis_alpha", "mis_bands", "mis_tasks", "mis_references"),
     uses=("model", "device"),
-    cost=_cost)
+    cost=_cost, **images_only())
 provenance.register_need(mis.similarity_needs, steps=("06",))

@@ -28,6 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from ..grids.visualize import GRIDS_MADE_BY, grid_path
+from ..models.registry import images_only
 from ..pipeline import costs, keys, provenance, store
 
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"
@@ -324,4 +325,4 @@ def _cost(p, scale) -> costs.Cost:
 STEP = provenance.declare(
     __name__, "06_user_study", "stimuli", key=stimuli_key, reads=("grids",), build=make_stimuli,
     settings=("layers", "n_study", "n_targets", "seed"), uses=("model",),
-    outputs=(provenance.Output("fig14_study_trial"),), cost=_cost)
+    outputs=(provenance.Output("fig14_study_trial"),), cost=_cost, **images_only())
