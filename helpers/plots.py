@@ -115,9 +115,8 @@ def basis_grids(layer: str, shown: dict):
     rows = max(len(g) for g in shown.values())
     h, w = next(iter(shown.values()))[0]["image"].shape[:2]
     wide = w > 3 * h  # a text grid (a wide table of token contexts): a wider column, room for each title
-    width = 9.0 if wide else 4.2
-    fig, axes = plt.subplots(rows, len(shown), figsize=(len(shown) * width, rows * (width * h / w + 0.3 * wide) + 0.6),
-                             squeeze=False)
+    size = (len(shown) * (4.2 + 4.8 * wide), rows * ((4.2 + 4.8 * wide) * h / w + 0.3 * wide) + 0.6)
+    fig, axes = plt.subplots(rows, len(shown), figsize=size, squeeze=False)
     for col, (basis, grids) in enumerate(shown.items()):
         for row in range(rows):
             ax = axes[row, col]
@@ -129,8 +128,8 @@ def basis_grids(layer: str, shown: dict):
         title = {"pca": "principal components", "neuron": "neurons"}.get(basis, KINDS[basis].label
                                                                           if basis in KINDS else basis)
         axes[0, col].text(0.5, 1.25, title, transform=axes[0, col].transAxes, ha="center")
-    what = "token contexts (the token highlighted)" if wide else "patches"
-    fig.suptitle(f"{layer}: targets along each basis vector (columns, low to high), nearest {what} (rows)",
+    fig.suptitle(f"{layer}: targets along each basis vector (columns, low to high), nearest "
+                 f"{'token contexts (the token highlighted)' if wide else 'patches'} (rows)",
                  fontsize=9, y=1.0)
     fig.tight_layout()
     return fig
@@ -158,19 +157,15 @@ def toy_distance_vs_activation(toy: dict):
 def ablation(table, published=None, measure: str = "top1"):
     """Fig. 6: top-1 accuracy vs number of ablated basis vectors, one panel per layer.
 
-    ``table`` has the columns of ``ablation.csv`` (layer, basis, order,
-    n_ablated, top1; a language model's also loss). The x axis is linear up to 16 and logarithmic beyond.
-    ``measure``: ``"top1"`` (a language model's: next-token top-1) or ``"loss"`` (a language model's next-token
-    cross-entropy, nats per token).
-    ``published`` (:func:`helpers.reference.ablation`): the paper's curves,
-    drawn through their stored vertices beside the reproduced ones of the
-    layers both have (:mod:`helpers.published`), with a caption.
+    ``table``: ``ablation.csv``'s columns (a language model's loss too: ``measure="loss"``); x linear up to 16, then log.
+    ``published`` (:func:`helpers.reference.ablation`): the paper's curves, drawn through their stored vertices beside
+    the reproduced ones of the layers both have (:mod:`helpers.published`), with a caption.
     """
     from .published import ABLATION_CAPTION, draw_ablation
 
     layers = list(dict.fromkeys(table["layer"]))
     fig, axes = _panels(len(layers))
-    drawn = 0
+    drawn, loss = 0, measure == "loss"
     for ax, layer in zip(axes, layers):
         rows = table[table["layer"] == layer]
         original = rows[rows["n_ablated"] == 0]["top1"].iloc[0]
@@ -185,7 +180,6 @@ def ablation(table, published=None, measure: str = "top1"):
         if shown is not None:
             drawn += draw_ablation(ax, shown, styles)
             original = max(original, float(shown["top1"].max()) if len(shown) else 0)
-        loss = measure == "loss"
         ax.axhline(rows[rows["n_ablated"] == 0][measure].iloc[0], color="0.4", ls=":",
                    label="original loss" if loss else "original accuracy")
         most = int(rows["n_ablated"].max())
@@ -193,16 +187,12 @@ def ablation(table, published=None, measure: str = "top1"):
         d = int(pcs.max()) if len(pcs) else most
         ax.set_xscale("symlog", linthresh=min(16, most))
         ax.set_xlim(0, most)
-        if loss:  # each layer's own range: a late layer's increase is small beside an early one's
-            lo, hi = float(rows["loss"].min()), float(rows["loss"].max())
-            ax.set_ylim(lo - 0.05 * (hi - lo + 1e-3), hi + 0.05 * (hi - lo + 1e-3))
-        else:
-            ax.set_ylim(0, min(1, max(original, 0.01) * 1.15))
+        lo, hi = (rows["loss"].min(), rows["loss"].max() + 1e-3) if loss else (0, min(1, max(original, 0.01) * 1.15))
+        ax.set_ylim(lo - 0.05 * (hi - lo) * loss, hi + 0.05 * (hi - lo) * loss)  # a loss: each layer's own range
         ax.set_title(_title(layer, d), fontsize=9)
         ax.set_xlabel("number of ablated basis vectors")
-        ax.set_ylabel("next-token loss (nats)" if loss else
-                      "next-token top-1 accuracy" if "loss" in table else "top-1 accuracy")
-    axes[0].legend(fontsize=6, loc="upper left" if measure == "loss" else "lower left")
+        ax.set_ylabel("next-token loss (nats)" if loss else f"{'next-token ' * ('loss' in table)}top-1 accuracy")
+    axes[0].legend(fontsize=6, loc="upper left" if loss else "lower left")
     fig.tight_layout()
     if drawn:
         _caption(fig, ABLATION_CAPTION)

@@ -41,7 +41,7 @@ from ..images.common import example, images_key
 from ..models.sites import sites as layer_sites
 from ..models.inputs import selection
 from ..models.loading import model_id
-from ..models.registry import images_only
+from ..models.language import images_only
 from ..models.running import get_device, place
 from ..pipeline import costs, distributed, provenance, store
 from .beam import search

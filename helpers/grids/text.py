@@ -70,6 +70,15 @@ def text_grid(dataset, locs, before: int = BEFORE, cell=CELL, gap: int = 2) -> n
     return np.asarray(image)
 
 
+def write_html(path, dataset, grid: dict):
+    """Write the table of a grid (``locs``, ``label``, ``t`` of :meth:`Visualizer.plan`) to ``path``; returns it."""
+    from ..pipeline import store
+
+    with store.atomic(path) as tmp:
+        tmp.write_text(text_grid_html(dataset, grid["locs"], grid["label"], grid["t"]))
+    return path
+
+
 def text_grid_html(dataset, locs, title: str = "", t=None, before: int = BEFORE) -> str:
     """The grid as a standalone HTML page: a table of k rows and m columns (target ``t`` in each header)."""
     columns = cells(dataset, locs, before)

@@ -26,7 +26,7 @@ from ..models.loading import load_model
 from ..models.receptive import crop, receptive_fields
 from ..pipeline import costs, provenance, store
 from ..sampling import open_sample
-from .text import text_grid, text_grid_html
+from .text import text_grid, write_html
 from ..search import load_index, search
 
 GRIDS_MADE_BY = "04_visualize (python -m helpers.run --only 04)"
@@ -94,8 +94,8 @@ class Visualizer:
 
     def __init__(self, profile, images, fields, device=None, keys: dict | None = None):
         self.p, self.images, self.fields, self.device = profile, images, fields, device
-        self.keys = keys or {}
-        self._layers = {}
+        self.keys, self._layers = keys or {}, {}
+        self.text = getattr(images, "kind", "images") == "text"  # a language model's: token contexts
 
     def bases(self, layer: str) -> dict:
         """``{basis: fitted basis}`` of a layer, for each of the profile's ``bases`` it has."""
@@ -147,11 +147,8 @@ class Visualizer:
         return {"image": self.draw(self.images, layer, g["locs"]), **g}
 
     def draw(self, images, layer: str, locs) -> np.ndarray:
-        """The grid image of ``locs`` (m, k, 3): patches of ``images`` (``display``), or token contexts of a text
-        dataset (:mod:`helpers.grids.text`)."""
-        if getattr(self.images, "kind", "images") == "text":
-            return text_grid(self.images, locs)
-        return patch_grid(images, locs, self.fields[layer], self.p.thumb)
+        """The grid of ``locs`` (m, k, 3): patches of ``images``, or token contexts (:mod:`helpers.grids.text`)."""
+        return text_grid(images, locs) if self.text else patch_grid(images, locs, self.fields[layer], self.p.thumb)
 
 
 def no_adjacent_repeats(index, loc, queries, k: int, mode: str, layer: str = "", basis: str = "") -> np.ndarray:
@@ -290,11 +287,8 @@ def write_grids(vis: "Visualizer", folder, key: dict, n: int, profile: str = "")
                     with store.atomic(path) as tmp:
                         _pil(g["image"]).save(tmp, format="PNG")
                     files.append(str(path.relative_to(b.partial)))
-                    if getattr(vis.images, "kind", "images") == "text":  # the same cells as a table
-                        page = path.with_suffix(".html")
-                        with store.atomic(page) as tmp:
-                            tmp.write_text(text_grid_html(vis.images, g["locs"], g["label"], g["t"]))
-                        files.append(str(page.relative_to(b.partial)))
+                    if vis.text:  # the same cells as a table
+                        files.append(str(write_html(path.with_suffix(".html"), vis.images, g).relative_to(b.partial)))
         return b.commit(files)
 
 
@@ -327,8 +321,7 @@ def layer_grids(vis: "Visualizer", layer: str, n: int) -> dict:
     planned = {basis: vis.plan(layer, basis, range(min(n, len(b.components_))))
                for basis, b in vis.layer(layer)["bases"].items()}
     ids = [g["locs"][..., 0].ravel() for grids in planned.values() for g in grids]
-    text = getattr(vis.images, "kind", "images") == "text"
-    shown = vis.images if text else Displayed(vis.images, np.concatenate(ids) if ids else [], vis.p.num_workers)
+    shown = vis.images if vis.text else Displayed(vis.images, np.concatenate(ids) if ids else [], vis.p.num_workers)
     return {basis: [{"image": vis.draw(shown, layer, g["locs"]), **g} for g in grids]
             for basis, grids in planned.items()}
 

@@ -91,7 +91,7 @@ def _load_dataset(profile: Profile, split: str):
         return ds
     if is_text_dataset(profile.dataset):
         from ..text.sequences import TextSequences, load_corpus
-        from .registry import text_input
+        from .language import text_input
 
         tokenizer, end_of_text, length = text_input(profile.model)
         return TextSequences(load_corpus(profile.dataset, profile.data_root, split), tokenizer, length, end_of_text)

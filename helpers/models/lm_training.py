@@ -33,9 +33,9 @@ from ..pipeline import store
 from ..pipeline.keys import code_digest
 from ..pipeline.settings import ROOT
 from ..text import corpus, tokens
-from . import shipped
+from . import shipped, shipped_lm
+from .shipped_lm import network  # noqa: F401  lm_training.network, as the recipe says
 from .causal_lm import next_token
-from .gpt import MiniGPT
 from .running import state_hash
 from .training import PINNED_ENV, THREADS, run_child
 
@@ -48,17 +48,6 @@ RECIPE = {"corpus": "fortunes", "vocab_size": 2048, "length": 64, "d_model": 128
 CODE = ("models.causal_lm", "models.gpt", "models.lm_training", "text.corpus", "text.tokens")
 """The modules that define the network, its data, its training and its evaluation: their digests go into the
 record."""
-
-
-def tokenizer_path() -> Path:
-    """The shipped tokenizer's file, beside the checkpoint and its record."""
-    return shipped.FOLDER / f"{MODEL}.tokenizer.json"
-
-
-def network(recipe: dict, vocab_size: int | None = None) -> MiniGPT:
-    """An untrained ``mini_gpt`` of the recipe's shape."""
-    return MiniGPT(vocab_size=vocab_size or recipe["vocab_size"], length=recipe["length"], d_model=recipe["d_model"],
-                   n_layers=recipe["n_layers"], n_heads=recipe["n_heads"], d_mlp=recipe["d_mlp"])
 
 
 def sequences(recipe: dict, tokenizer, split: str) -> torch.Tensor:
@@ -154,19 +143,12 @@ def load_shipped():
     TamperedWeightsError
         When the checkpoint or the tokenizer is not the file its record names.
     """
-    from tokenizers import Tokenizer
-
     rec = shipped.record(MODEL)
     state = shipped.load_state(MODEL)
-    found = store.file_sha256(tokenizer_path())
-    if found != rec["tokenizer"]["sha256"]:
-        raise shipped.TamperedWeightsError(
-            f"{tokenizer_path()} is not the tokenizer its record names: its SHA-256 is {found[:16]}…, the record "
-            f"says {rec['tokenizer']['sha256'][:16]}…. Restore it (git checkout -- "
-            f"helpers/models/weights/{tokenizer_path().name}), or retrain: python -m helpers.models.lm_training.")
+    tokenizer = shipped_lm.tokenizer(MODEL)
     net = network(rec["recipe"])
     net.load_state_dict(state)
-    return net.eval(), Tokenizer.from_file(str(tokenizer_path())), rec
+    return net.eval(), tokenizer, rec
 
 
 def main(argv=None) -> int:

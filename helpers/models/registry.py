@@ -44,7 +44,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..text.tokens import END_OF_TEXT
 from . import families
 from .running import state_hash
 
@@ -55,10 +54,6 @@ IMAGENET = "RGB images (ImageNet or an image folder)"
 
 
 TEXT = "token sequences of text (fortunes, a text folder or a Hugging Face corpus)"
-
-
-TEXT_LENGTH = 128
-"""Tokens per sequence of a Hugging Face model (or its longest context, if shorter)."""
 
 
 MODELS = {
@@ -185,9 +180,9 @@ def builder(name: str):
         raise ValueError(f"model={name!r} is not a stand-in trained here; stand-ins: "
                          f"{[n for n, m in MODELS.items() if 'standin' in m]}.")
     if s.text:
-        from . import lm_training, shipped
+        from . import shipped_lm
 
-        return lambda: lm_training.network(shipped.record(s.name)["recipe"])
+        return lambda: shipped_lm.network(shipped_lm.record(s.name)["recipe"])
     return getattr(standins, s.target)
 
 
@@ -359,52 +354,3 @@ def _load_other(s: Spec, seed: int):
     model, _ = _factory(s)
     return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}"}
 
-
-IMAGES_ONLY = ("06-08 are for networks that read images; model={model!r} is a language model, whose steps end "
-               "at 05 (docs/text.md)")
-"""Why a language model has no user study (06, 07) and no compositional explanations (08)."""
-
-
-def images_only() -> dict:
-    """``applies`` and ``why_not`` of a step made for networks that read images (06-08), for
-    :func:`helpers.pipeline.provenance.declare`."""
-    return {"applies": lambda p: not spec(p.model).text, "why_not": lambda p: IMAGES_ONLY.format(model=p.model)}
-
-
-@functools.lru_cache(maxsize=4)
-def text_input(name: str) -> tuple:
-    """How a language model reads text: ``(tokenizer, end-of-text token, tokens per sequence)``.
-
-    ``mini_gpt`` (and its untrained control): its shipped tokenizer (checked against its record) and its
-    64 positions; a Hugging Face model: its own fast tokenizer (``AutoTokenizer``) and
-    ``min(TEXT_LENGTH, its longest context)``.
-
-    Raises
-    ------
-    ValueError
-        For a model that reads images, or a Hugging Face model without a fast tokenizer.
-    """
-    s = spec(name)
-    if not s.text:
-        raise ValueError(f"model={name!r} reads {s.input}, not text.")
-    if s.source == "untrained":
-        return text_input(s.target)
-    if s.source == "standin":
-        from . import lm_training
-
-        _, tokenizer, rec = lm_training.load_shipped()
-        return tokenizer, END_OF_TEXT, int(rec["recipe"]["length"])
-    from transformers import AutoConfig, AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(s.target)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"model={name!r}: its tokenizer could not be loaded ({str(e).splitlines()[0]}); save it "
-                         "beside the model (tokenizer.save_pretrained(folder)) or use a hub name this machine "
-                         "can read.") from None
-    if not getattr(tok, "is_fast", False) or tok.eos_token is None:
-        raise ValueError(f"model={name!r}: its tokenizer is not a fast tokenizer with an end-of-text token; "
-                         "the sequences are packed with one (tokenizers.Tokenizer).")
-    config = AutoConfig.from_pretrained(s.target)
-    longest = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or TEXT_LENGTH
-    return tok.backend_tokenizer, tok.eos_token, int(min(TEXT_LENGTH, longest))

@@ -34,17 +34,11 @@ from pathlib import Path
 import torch
 
 from ..pipeline import store
-
-FOLDER = Path(__file__).resolve().parent / "weights"
-"""Where the shipped checkpoints and their records live (package data)."""
+from .shipped_lm import FOLDER, TamperedWeightsError  # noqa: F401  one folder, one error for every shipped file
 
 
 TRAINING_CODE = ("standins", "training")
 """The modules whose digest a record keeps: the networks' definitions and their training."""
-
-
-class TamperedWeightsError(store.CorruptArtifactError):
-    """A shipped checkpoint whose bytes are not those its record names."""
 
 
 def paths(model: str) -> tuple[Path, Path]:

@@ -56,8 +56,8 @@ class Profile:
     ----------
     name : str
         Profile name; also the folder name under ``data/`` and ``figures/``.
-    dataset : {"fashion_mnist", "imagenet", "imagefolder"}
-        Which images. ``imagenet`` and ``imagefolder`` read ``data_root``.
+    dataset : {"fashion_mnist", "imagenet", "imagefolder", "fortunes", "textfolder"} or "hf:<name>[:<config>]"
+        Images, or a language model's text (:mod:`helpers.text`); ``data_root``: a folder of them.
     data_root : str or None
         Dataset folder (``imagenet``/``imagefolder``: holds ``train/`` and
         ``val/`` class folders). For Fashion-MNIST, an extra folder to look in.
@@ -340,45 +340,14 @@ def load_profile(name: str = "quick", **overrides) -> Profile:
     if "mis_bands" in changes:
         changes["mis_bands"] = _coerce_numbers(changes["mis_bands"])
     model = changes.get("model", base.model)
-    if isinstance(model, str) and model.strip():
+    if isinstance(model, str) and model.strip():  # a language model's text; by default, the model's own layers
+        from ..models.language import default_layers, text_defaults
         changes.update(text_defaults(base, model, changes))
-    if not changes.get("layers", base.layers) and isinstance(model, str) and model.strip():
-        from ..models.registry import default_layers
-
-        changes["layers"] = default_layers(model)
+        changes["layers"] = changes.get("layers") or base.layers or default_layers(model)
     for k in ("data_dir", "figures_dir", "data_root", "broden_root"):
         if isinstance(changes.get(k), PurePath):
             changes[k] = str(changes[k])
     return validate(dataclasses.replace(base, **changes), PROFILES.get(base.name, PROFILES["quick"]))
-
-
-def text_defaults(base: Profile, model: str, changes: dict) -> dict:
-    """The settings a language model changes in a profile made for images, unless they are given: the text of
-    Debian's fortunes (``dataset="fortunes"``, whatever the profile's images), its ``test`` split to evaluate on,
-    at most :data:`TEXT_ABLATION_EVAL` sequences in the ablation sweep, and ``mini_gpt``'s shipped weights (it
-    is retrained by its own command); ``{}`` for an image model."""
-    from ..models.registry import spec
-    from .rules import is_text_dataset
-
-    try:
-        s = spec(model)
-    except ValueError:
-        return {}  # refused with the model's own message later
-    if not s.text or is_text_dataset(changes.get("dataset", base.dataset)):
-        return {}
-    out = {} if "dataset" in changes else {"dataset": "fortunes", "data_root": changes.get("data_root")}
-    if "eval_split" not in changes:
-        out["eval_split"] = "test"
-    if "retrain" not in changes and s.source == "standin":
-        out["retrain"] = False
-    if "ablation_eval" not in changes and base.ablation_eval is not None:
-        out["ablation_eval"] = min(base.ablation_eval, TEXT_ABLATION_EVAL)
-    return out
-
-
-TEXT_ABLATION_EVAL = 256
-"""Sequences of the ablation sweep of a language model on a profile made for images (each holds length - 1
-next-token predictions: 16,128 for ``mini_gpt``'s 64 tokens)."""
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")

@@ -24,7 +24,7 @@ from ..bases.kinds import KINDS
 from ..bases.rotation import RandomBasis
 from ..grids.visualize import Displayed, patch_grid
 from ..models.receptive import crop
-from ..models.registry import images_only
+from ..models.language import images_only
 from ..pipeline import costs, provenance, store
 from . import mis
 from .observers import choose

@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from ..grids.visualize import GRIDS_MADE_BY, grid_path
-from ..models.registry import images_only
+from ..models.language import images_only
 from ..pipeline import costs, keys, provenance, store
 
 MADE_BY = "06_user_study (python -m helpers.run --only 06)"

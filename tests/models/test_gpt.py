@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from helpers.models import gpt, lm_training, shipped
+from helpers.models import gpt, lm_training, shipped, shipped_lm
 from helpers.models.running import state_hash
 from helpers.text import corpus, tokens
 
@@ -83,6 +83,7 @@ def test_a_tampered_tokenizer_is_refused_with_the_fix(tmp_path, monkeypatch):
     folder = tmp_path / "weights"
     shutil.copytree(shipped.FOLDER, folder)
     monkeypatch.setattr(shipped, "FOLDER", folder)
+    monkeypatch.setattr(shipped_lm, "FOLDER", folder)
     path = folder / "mini_gpt.tokenizer.json"
     path.write_text(path.read_text().replace('"<|endoftext|>"', '"<|end|>"', 1))
     with pytest.raises(shipped.TamperedWeightsError, match=r"mini_gpt.tokenizer.json is not the tokenizer its "
