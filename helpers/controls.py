@@ -41,10 +41,12 @@ STEPS = ("02", "05", "06", "07", "08")
 """The steps whose tables the controls compare (the runner adds the steps they need first)."""
 
 
-def tables() -> dict:
+def tables(p=None) -> dict:
     """``{name: file}``: ``controls_<name>.csv`` gathers each variant's ``figures/<profile>/<model>/<file>``, for
-    every table a step declares with ``gather`` (:class:`helpers.pipeline.provenance.Output`)."""
-    return {o.gather: o.name for nb in provenance.notebooks().values() for o in nb.outputs if o.gather}
+    every table a step declares with ``gather`` (:class:`helpers.pipeline.provenance.Output`); given a profile
+    ``p``, of the steps it has (a language model has no 06-08)."""
+    return {o.gather: o.name for number, nb in provenance.notebooks().items() for o in nb.outputs
+            if o.gather and (p is None or provenance.notebook_applies(p, number))}
 
 
 ABLATED_SHARE = 0.1
@@ -79,13 +81,13 @@ def gather(profile: str, models, settings: dict) -> dict:
     out = {name: [] for name in tables()}
     for model, name, weights in variants(models):
         p = load_profile(profile, **{**{k: v for k, v in settings.items() if k in SETTINGS}, "model": name})
-        for table, file in tables().items():
+        for table, file in tables(p).items():
             path = p.figure(file)
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing: run python -m helpers.controls --profile {profile} "
                                         f"--models {model} (or helpers.run with -p model={name}).")
             out[table].append(pd.read_csv(path).assign(model=model, weights=weights))
-    return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
+    return {k: pd.concat(v, ignore_index=True) for k, v in out.items() if v}
 
 
 def summary(tables: dict) -> pd.DataFrame:
@@ -110,12 +112,16 @@ def summary(tables: dict) -> pd.DataFrame:
             want = max(1, math.floor(ABLATED_SHARE * int(curve.n_ablated.max())))  # the sweep ends at d
             at = curve[curve.n_ablated <= want].sort_values("n_ablated").iloc[-1]
             original = curve[curve.n_ablated == 0].top1.iloc[0]
-            drops.append(original - at.top1)
-        rows.append((model, weights, basis, "top-1 drop, top 10 % of vectors ablated", sum(drops) / len(drops)))
-    machine = tables["machine_interpretability"]
+            drops.append((original - at.top1, at.get("loss_increase", math.nan)))
+        rows.append((model, weights, basis, "top-1 drop, top 10 % of vectors ablated",
+                     sum(d for d, _ in drops) / len(drops)))
+        if "loss_increase" in g and g.loss_increase.notna().any():  # language models
+            rows.append((model, weights, basis, "loss increase (nats), top 10 % of vectors ablated",
+                         sum(i for _, i in drops) / len(drops)))
+    machine = tables.get("machine_interpretability", pd.DataFrame(columns=["model", "weights", "measure", "basis"]))
     for (model, weights, measure, basis), g in machine.groupby(["model", "weights", "measure", "basis"], sort=False):
         rows.append((model, weights, basis, measure, g.score.mean()))
-    comp = tables["compositional"]
+    comp = tables.get("compositional", pd.DataFrame(columns=["model", "weights", "basis", "iou"]))
     for (model, weights, basis), g in comp.groupby(["model", "weights", "basis"], sort=False):
         rows.append((model, weights, basis, "compositional IoU (mean over units)", g.iou.mean()))
     return pd.DataFrame(rows, columns=["model", "weights", "basis", "yardstick", "value"])
@@ -162,8 +168,7 @@ def report(profile: str, models, settings: dict) -> Path:
     table = summary(tables)
     table.to_csv(folder / "controls_summary.csv", index=False)
     plots.save(figure(table), folder / "fig_controls")
-    machine = tables["machine_interpretability"]
-    for model, rows in machine.groupby("model", sort=False):
+    for model, rows in tables.get("machine_interpretability", pd.DataFrame(columns=["model"])).groupby("model", sort=False):
         plots.save(plots.machine_interpretability(rows), folder / f"fig_controls_machine_{slug(model)}")
     import matplotlib.pyplot as plt
 

@@ -119,11 +119,6 @@ def _uses(nb: Path) -> tuple:
     return (declared.makes or declared.reads) if declared else ()
 
 
-def _skipped(p, nb: Path) -> bool:
-    """Whether the profile has none of the artifacts the notebook makes (or, making none, reads)."""
-    return bool(_uses(nb)) and not any(provenance.applies(p, a) for a in _uses(nb))
-
-
 def _step_lock(p, nb: Path, wait: bool, say) -> Lock:
     number = nb.stem.split("_")[0]
     return Lock(p.data_path / ".locks" / f"step-{number}.lock", f"step {nb.stem} of {p.data_path}", wait, say)
@@ -185,7 +180,7 @@ def run(profile: str = "quick", only=None, parameters: dict | None = None, folde
         raise ValueError(f"-p {unknown}: not a setting nor a parameter of these notebooks; the settings are "
                          f"{sorted(SETTINGS)}.")
     preflight(p)
-    skipped = [nb for nb in chosen if _skipped(p, nb)]
+    skipped = [nb for nb in chosen if not provenance.notebook_applies(p, nb.stem.split("_")[0])]
     refusals = []
     if skipped and spec(p.model).text:  # nothing to give: the step is not for this kind of network
         say(f"{', '.join(nb.stem for nb in skipped)} skipped: {provenance.why_not(p, _uses(skipped[0])[0])}.")

@@ -162,6 +162,14 @@ def notebooks() -> dict[str, Notebook]:
     return out
 
 
+def notebook_applies(p: Profile, number: str) -> bool:
+    """Whether the profile has any artifact notebook ``number`` makes (or, making none, reads): 08 without
+    concepts has none, nor 06-08 for a language model."""
+    nb = notebooks().get(number)
+    uses = (nb.makes or nb.reads) if nb else ()
+    return not uses or any(applies(p, a) for a in uses)
+
+
 def producer(artifact: str) -> Step:
     """The declaration of the step that makes ``artifact``."""
     for s in _DECLARED.values():
