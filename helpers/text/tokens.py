@@ -1,10 +1,9 @@
-"""Documents as token sequences of one length, and one seeded position per sequence.
+"""Documents as token sequences of one length.
 
-A language model's counterpart of images and patch positions: the documents of a
-:class:`~helpers.text.corpus.Corpus` are tokenized, joined with an end-of-text token between them
-(GPT-2's packing: no padding, no document dropped), and cut into sequences of ``length`` tokens; the
-tail shorter than ``length`` is dropped. Each sequence contributes one position (:func:`positions`), as
-each image contributes one spatial position.
+A language model's counterpart of images: the documents of a :class:`~helpers.text.corpus.Corpus` are
+tokenized, joined with an end-of-text token between them (GPT-2's packing: no padding, no document
+dropped), and cut into sequences of ``length`` tokens; the tail shorter than ``length`` is dropped
+(:mod:`helpers.text.sequences` serves them to the steps).
 
 The tokenizer of a stand-in model is a byte-level BPE trained on the training split with Hugging Face's
 ``tokenizers`` (:func:`train_tokenizer`); any ``tokenizers.Tokenizer`` (a Hugging Face model's, say)
@@ -15,8 +14,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 END_OF_TEXT = "<|endoftext|>"
 """The token between documents (GPT-2's name for it)."""
@@ -91,57 +88,3 @@ def pack(documents, tokenizer, length: int, end_of_text: str = END_OF_TEXT) -> n
         raise ValueError(f"{len(ids)} tokens make no sequence of length={length}: give a shorter length "
                          "or more text.")
     return ids[: n * length].reshape(n, length)
-
-
-def positions(n: int, length: int, seed: int, context: int = 1) -> np.ndarray:
-    """One position per sequence, seeded: where the activation is read (and the next token predicted).
-
-    Parameters
-    ----------
-    n : int
-        Sequences.
-    length : int
-        Tokens per sequence.
-    seed : int
-    context : int
-        The fewest tokens a position sees (itself included): positions are in ``[context - 1, length - 2]``,
-        so each has a next token in the sequence.
-
-    Returns
-    -------
-    numpy.ndarray of int64, shape (n,)
-    """
-    if not 1 <= context <= length - 1:
-        raise ValueError(f"context={context} tokens with length={length}: give 1 <= context <= length - 1.")
-    rng = np.random.default_rng([seed, 7])
-    return rng.integers(context - 1, length - 1, size=n)
-
-
-class TokenSequences(Dataset):
-    """Packed sequences with their positions: item ``i`` is ``(tokens (length,), position)``.
-
-    Parameters
-    ----------
-    sequences : numpy.ndarray, shape (n, length)
-        From :func:`pack`.
-    seed : int
-        Seeds :func:`positions`.
-    context : int
-        As in :func:`positions`.
-    identity : dict, optional
-        What the sequences are made from (corpus, tokenizer, length), for artifact keys.
-    """
-
-    def __init__(self, sequences: np.ndarray, seed: int = 0, context: int = 1, identity: dict | None = None):
-        self.sequences = torch.from_numpy(np.ascontiguousarray(sequences, dtype=np.int64))
-        self.positions = torch.from_numpy(positions(len(sequences), sequences.shape[1], seed, context))
-        self._identity = {**(identity or {}), "length": int(sequences.shape[1]), "context": context, "seed": seed}
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, i):
-        return self.sequences[i], int(self.positions[i])
-
-    def identity(self) -> dict:
-        return dict(self._identity)

@@ -11,7 +11,6 @@ from helpers.ablation.removal import Removal
 from helpers.bases import curves
 from helpers.bases.pca import NeuronBasis, PCABasis
 from helpers.models import causal_lm, lm_training
-from helpers.text import tokens
 
 SITE = "blocks.1.mlp.fc"
 
@@ -21,7 +20,7 @@ def shipped():
     """mini_gpt, 256 held-out sequences, and its block 1 neurons at one seeded position per test sequence."""
     net, tokenizer, rec = lm_training.load_shipped()
     test = lm_training.sequences(rec["recipe"], tokenizer, "test").numpy()
-    positions = tokens.positions(len(test), test.shape[1], seed=0)
+    positions = np.random.default_rng(0).integers(0, test.shape[1], len(test))  # one per sequence
     X = causal_lm.read_positions(net, test, positions, [SITE])[SITE]
     return net, test[:256], X
 
@@ -74,7 +73,7 @@ def test_a_gated_mlp_is_ablated_at_the_input_of_down_proj(tmp_path):
     net = causal_lm.load_hf(str(tmp_path))
     site = causal_lm.mlp_sites(net)[1]
     sequences = torch.randint(100, (40, 12), generator=torch.Generator().manual_seed(2))
-    X = causal_lm.read_positions(net, sequences, tokens.positions(40, 12, seed=0), [site])[site]
+    X = causal_lm.read_positions(net, sequences, np.random.default_rng(0).integers(0, 12, 40), [site])[site]
     neurons = NeuronBasis().fit(X)
     mean = torch.as_tensor(neurons.mean_, dtype=torch.float32)
     handle = net.get_submodule(site).register_forward_pre_hook(lambda m, a: (mean.expand_as(a[0]),))

@@ -10,7 +10,7 @@ import torch
 import transformers
 from sklearn.decomposition import PCA
 
-from helpers import run, steps  # noqa: F401  the catalogue declares every step
+from helpers import controls, run, steps  # noqa: F401  the catalogue declares every step
 from helpers.ablation.accuracy import make_ablation, read_rows
 from helpers.bases.fit import layer_bases, make_bases
 from helpers.grids.visualize import make_grids
@@ -24,23 +24,25 @@ from helpers.text import corpus, tokens
 
 LAYERS = "blocks.0.mlp.fc,blocks.2.mlp.fc"
 SMALL = {"n_sample": 300, "n_eval": 24, "ablation_eval": 12, "index_cap": 1000, "n_show": 2, "n_study": 2,
-         "layers": LAYERS}
+         "layers": LAYERS, "bases": "pca,neuron,random"}
 
 
 @pytest.fixture(scope="module")
 def mini_gpt_run(tmp_path_factory):
-    """``python -m helpers.run -p model=mini_gpt`` at toy size, into a temporary folder: what it said, the profile."""
+    """``python -m helpers.run -p model=mini_gpt`` at toy size, into a temporary folder, then ``python -m
+    helpers.controls --models mini_gpt`` with the same settings: what they said, the profile, the controls folder."""
     folder = tmp_path_factory.mktemp("mini_gpt")
-    params = {"model": "mini_gpt", **SMALL, "data_dir": str(folder / "data"), "figures_dir": str(folder / "figures")}
+    params = {**SMALL, "data_dir": str(folder / "data"), "figures_dir": str(folder / "figures")}
     said = []
-    run.run("quick", parameters=params, say=said.append)
-    return said, load_profile("quick", **params)
+    run.run("quick", parameters={"model": "mini_gpt", **params}, say=said.append)
+    controls_folder = controls.run_controls("quick", ["mini_gpt"], params, say=said.append)
+    return said, load_profile("quick", model="mini_gpt", **params), controls_folder
 
 
 def test_the_runner_makes_01_to_05_for_mini_gpt_and_skips_06_to_08_with_one_line(mini_gpt_run):
-    said, p = mini_gpt_run
+    said, p, _ = mini_gpt_run
     assert (p.dataset, p.eval_split, p.retrain) == ("fortunes", "test", False)  # the model chose its text
-    skipped = [s for s in said if "skipped" in s]
+    skipped = [s for s in said if "skipped" in s][:1]
     assert skipped == ["06_user_study, 07_user_study_analysis, 08_compositional skipped: 06-08 are for networks "
                        "that read images; model='mini_gpt' is a language model, whose steps end at 05 (docs/text.md)."]
     assert "01_sample, 02_pca, 03_index, 04_visualize, 05_ablation" in said[1]
@@ -56,7 +58,7 @@ def test_the_runner_makes_01_to_05_for_mini_gpt_and_skips_06_to_08_with_one_line
 
 
 def test_the_counts_table_is_scikit_learns_pca_of_the_sampled_neurons(mini_gpt_run):
-    _, p = mini_gpt_run
+    _, p, _ = mini_gpt_run
     table = pd.read_csv(p.figure("explained_variance_counts.csv"))
     for layer in LAYERS.split(","):
         X, loc = open_sample(p.artifact("sample"), layer)
@@ -68,7 +70,7 @@ def test_the_counts_table_is_scikit_learns_pca_of_the_sampled_neurons(mini_gpt_r
 
 
 def test_the_sweep_removing_every_pc_is_the_layer_replaced_by_its_mean(mini_gpt_run):
-    _, p = mini_gpt_run
+    _, p, _ = mini_gpt_run
     rows = pd.DataFrame(read_rows(p.figure("ablation.csv")))
     assert list(rows.columns) == ["layer", "basis", "order", "n_ablated", "top1", "loss", "loss_increase"]
     net, _ = load_model(p, device="cpu", train=False)
@@ -87,6 +89,27 @@ def test_the_sweep_removing_every_pc_is_the_layer_replaced_by_its_mean(mini_gpt_
     unablated = rows[rows.n_ablated == 0]
     assert (unablated.loss_increase == 0).all() and unablated.loss.nunique() == 1
     assert unablated.top1.iloc[0] == causal_lm.next_token(net, dataset.sequences[indices])["top1"]
+
+
+def test_the_controls_of_mini_gpt_hold_its_untrained_network_and_the_random_basis(mini_gpt_run):
+    said, p, folder = mini_gpt_run
+    assert "controls: mini_gpt:untrained (untrained)" in said
+    assert sorted(f.name for f in folder.glob("controls_*.csv")) == ["controls_ablation.csv",
+                                                                      "controls_explained_variance.csv",
+                                                                      "controls_summary.csv"]  # no 06-08
+    ablation = pd.read_csv(folder / "controls_ablation.csv")
+    assert set(ablation.weights) == {"trained", "untrained"} and set(ablation.basis) == {"pca", "neuron", "random"}
+    untrained = load_profile("quick", model="mini_gpt:untrained", **{k: v for k, v in SMALL.items()},
+                             data_dir=str(p.data_path.parent), figures_dir=str(p.figures_path.parent))
+    own = pd.read_csv(untrained.figure("ablation.csv"))
+    mine = ablation[ablation.weights == "untrained"].drop(columns=["model", "weights"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, own)
+    base = ablation[ablation.n_ablated == 0].groupby("weights").loss.first()
+    assert base.untrained > base.trained + 2  # random weights predict next tokens far worse (nats per token)
+    summary = pd.read_csv(folder / "controls_summary.csv")
+    increase = summary[summary.yardstick == "loss increase (nats), top 10 % of vectors ablated"]
+    assert len(increase) == 6 and increase.value.notna().all()  # 2 networks x 3 bases
+    assert (Path(f"{folder / 'fig_controls'}.png")).stat().st_size > 1000
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +147,9 @@ def test_a_hugging_face_gpt2_runs_the_steps_01_to_05(tiny_gpt2, tmp_path):
     np.testing.assert_allclose(np.asarray(X[:20]), found, rtol=1e-5, atol=1e-5)
     fitted = layer_bases(p.artifact("bases"), p.layers[0], p.bases)
     assert set(fitted) == {"pca", "neuron"} and fitted["pca"].components_.shape == (128, 128)
+    # its untrained control: the same configuration, seeded random weights, an id of its own
+    _, info = load_model(p, device="cpu", train=False)
+    control = load_profile("quick", model=f"hf:{tiny_gpt2}:untrained", seed=3)
+    _, untrained = load_model(control, device="cpu", train=False)
+    assert untrained["weights"] == "untrained (seed 3)" and untrained["id"] != info["id"]
+    assert load_model(control, device="cpu", train=False)[1]["id"] == untrained["id"]

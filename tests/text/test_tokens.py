@@ -41,23 +41,3 @@ def test_packing_is_the_concatenation_cut_into_rows(fortunes):
         tokens.pack(documents[:2], tokenizer, 100000)
     with pytest.raises(ValueError, match="length=1 tokens"):
         tokens.pack(documents, tokenizer, 1)
-
-
-def test_one_seeded_position_per_sequence_with_a_next_token():
-    a = tokens.positions(5000, 32, seed=3, context=8)
-    assert a.min() == 7 and a.max() == 30  # every allowed position drawn, none without a next token
-    np.testing.assert_array_equal(a, tokens.positions(5000, 32, seed=3, context=8))
-    assert not np.array_equal(a, tokens.positions(5000, 32, seed=4, context=8))
-    np.testing.assert_array_equal(tokens.positions(100, 32, seed=3, context=8), a[:100])  # a prefix per n
-    with pytest.raises(ValueError, match="context=32"):
-        tokens.positions(10, 32, seed=0, context=32)
-
-
-def test_the_dataset_gives_a_sequence_and_its_position(fortunes):
-    _, test, tokenizer = fortunes
-    packed = tokens.pack(test.documents, tokenizer, 32)
-    data = tokens.TokenSequences(packed, seed=1, context=4, identity={"corpus": test.identity()})
-    sequence, position = data[5]
-    assert sequence.dtype.is_floating_point is False and sequence.tolist() == packed[5].tolist()
-    assert position == tokens.positions(len(packed), 32, 1, 4)[5]
-    assert len(data) == len(packed) and data.identity()["corpus"]["source"] == "fortunes"
