@@ -46,3 +46,23 @@ def test_each_kind_of_text_dataset_is_read_or_refused_with_the_fix(tmp_path, mon
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
     with pytest.raises(corpus.CorpusError, match="pip install datasets"):
         sequences.load_corpus("hf:wikitext:wikitext-103-raw-v1", None, "train")
+
+
+def test_a_hugging_face_corpus_is_read_through_datasets(tmp_path, monkeypatch):
+    """A folder of JSON lines read by ``datasets.load_dataset`` (its real path, offline): the ``text`` column,
+    one document per non-empty row; a split it lacks is refused with those it has."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for split, n in (("train", 30), ("test", 5)):
+        rows = [f'{{"text": "{split} document {i}"}}' for i in range(n)] + ['{"text": ""}']
+        (folder / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    test = sequences.load_corpus(f"hf:{folder}", None, "test")
+    assert (test.name, test.split, test.documents) == (f"hf:{folder}", "test", tuple(f"test document {i}" for i in range(5)))
+    assert len(sequences.load_corpus(f"hf:{folder}", None, "train")) == 30
+    with pytest.raises(corpus.CorpusError, match=r"has the splits \['train', 'test'\], not 'validation'"):
+        sequences.load_corpus(f"hf:{folder}", None, "validation")
+    with pytest.raises(corpus.CorpusError, match="could not be read"):
+        sequences.load_corpus(f"hf:{tmp_path / 'nothing'}", None, "train")
