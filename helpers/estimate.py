@@ -48,7 +48,8 @@ def scale(p) -> Scale:
     return Scale(shapes={k: tuple(s.shape) for k, s in found.items()}, images=images, input_shape=tuple(x.shape),
                  param_bytes=sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
                  forward_bytes=_forward_bytes(model, x), relu={k: s.relu for k, s in found.items()},
-                 map_layers=tuple(k for k, s in found.items() if s.kind != "vector"), mask_side=side)
+                 map_layers=tuple(k for k, s in found.items() if s.kind != "vector"), mask_side=side,
+                 input_dtype=str(x.dtype).removeprefix("torch."))
 
 
 def _broden(root: Path, p) -> tuple[int, int]:
@@ -120,7 +121,7 @@ def calibrate(p, s: Scale) -> tuple[Rates, dict]:
     device = get_device(p.device)
     model = place(copy.deepcopy(architecture(p.model)), device)  # the cached instance stays on the CPU
     batch = max(1, min(p.batch_size, 64 if device.type == "cpu" else p.batch_size))
-    x = torch.zeros((batch, *s.input_shape), device=device)
+    x = torch.zeros((batch, *s.input_shape), dtype=getattr(torch, s.input_dtype), device=device)
     with precision(p.precision, device):
         forwards = batch * _timed(lambda: model(x), device)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda"

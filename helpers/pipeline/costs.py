@@ -49,6 +49,8 @@ class Scale:
         The layers whose output is a spatial map (08 explains only these).
     mask_side : int
         Side of 08's concept masks.
+    input_dtype : str
+        The input's dtype (``"float32"`` for images, ``"int64"`` for token ids).
     """
 
     shapes: dict
@@ -59,6 +61,7 @@ class Scale:
     relu: dict = field(default_factory=dict)
     map_layers: tuple = ()
     mask_side: int = 112
+    input_dtype: str = "float32"
 
     def d(self, layer: str) -> int:
         """The layer's dimension (channels of a map)."""
