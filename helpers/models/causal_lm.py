@@ -157,8 +157,9 @@ def load_hf(name: str, trained: bool = True, seed: int = 0) -> nn.Module:
             model = AutoModelForCausalLM.from_pretrained(name)
         else:
             config = AutoConfig.from_pretrained(name)
-            torch.manual_seed(seed)
-            model = AutoModelForCausalLM.from_config(config)
+            with torch.random.fork_rng():  # the caller's random state is left as it was
+                torch.manual_seed(seed)
+                model = AutoModelForCausalLM.from_config(config)
     except OSError as e:
         raise OSError(f"hf:{name} could not be loaded ({str(e).splitlines()[0]}). Give a folder written by "
                       "save_pretrained, or a hub name this machine can download or finds in Hugging Face's "

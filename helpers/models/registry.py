@@ -155,7 +155,8 @@ def spec(name: str) -> Spec:
     raise ValueError(
         f"model={name!r} is unknown{_close(name)}; use a built-in one of {list(MODELS)}, its untrained control "
         f"'<built-in>{UNTRAINED}', 'torchvision:<name>[:<weights>]' "
-        "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), 'hf:<name>[:untrained]' (a Hugging Face causal LM), or '<python.module>:<callable>' for your own factory.")
+        "(e.g. 'torchvision:resnet34:IMAGENET1K_V1'), 'hf:<name>[:untrained]' (a Hugging Face causal LM), or "
+        "'<python.module>:<callable>' for your own factory.")
 
 
 def _close(name: str, suffix: str = "") -> str:
@@ -353,4 +354,3 @@ def _load_other(s: Spec, seed: int):
         return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}", "weights": f"untrained (seed {seed})"}
     model, _ = _factory(s)
     return model, {"name": s.name, "id": f"{s.name}@{state_hash(model)}"}
-
