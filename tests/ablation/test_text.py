@@ -59,7 +59,7 @@ def test_removing_every_pc_is_the_layer_replaced_by_its_mean(shipped):
     some = text.sweep(net, sequences, SITE, basis, [16])
     top, bottom = some[1], some[2]
     assert (top["order"], bottom["order"]) == ("top", "bottom")
-    assert 0 < bottom["loss_increase"] < top["loss_increase"] < every[1]["loss_increase"]
+    assert abs(bottom["loss_increase"]) < 0.01 < top["loss_increase"] < every[1]["loss_increase"]  # the least-variance PCs carry ~nothing
     with pytest.raises(ValueError, match="counts holds 513"):
         text.sweep(net, sequences, SITE, basis, [513])
     assert not net.get_submodule(SITE)._forward_hooks
