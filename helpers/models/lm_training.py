@@ -45,7 +45,7 @@ RECIPE = {"corpus": "fortunes", "vocab_size": 2048, "length": 64, "d_model": 128
           "d_mlp": 512, "steps": 1200, "batch_size": 32, "lr": 3e-3, "warmup": 50, "weight_decay": 0.01, "seed": 0}
 """The shipped network's recipe; ``steps`` and the rest may be changed for a network of one's own."""
 
-CODE = ("models.causal_lm", "models.gpt", "models.lm_training", "text.corpus", "text.tokens")
+CODE = ("models.causal_lm", "models.gpt", "models.lm_training", "models.shipped_lm", "text.corpus", "text.tokens")
 """The modules that define the network, its data, its training and its evaluation: their digests go into the
 record."""
 

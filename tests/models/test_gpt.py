@@ -68,7 +68,7 @@ def test_the_shipped_checkpoint_is_its_records_to_the_last_token():
     assert recipe == lm_training.RECIPE
     assert rec["recipe"]["corpus_identity"] == {s: corpus.fortunes(s).identity() for s in corpus.SPLITS}
     assert set(rec["recipe"]["code"]) == {"helpers/models/causal_lm.py", "helpers/models/gpt.py",
-                                          "helpers/models/lm_training.py",
+                                          "helpers/models/lm_training.py", "helpers/models/shipped_lm.py",
                                           "helpers/text/corpus.py", "helpers/text/tokens.py"}
     retrained = tokens.train_tokenizer(corpus.fortunes("train").documents, recipe["vocab_size"])
     assert retrained.to_str() == tokenizer.to_str()
