@@ -27,9 +27,9 @@
 profile = "quick"  # "smoke" | "quick" | "paper"
 # The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
 # the runner fills with every setting it is given (docs/notebooks.md).
-dataset = None  # "fashion_mnist" | "imagenet" | "imagefolder"
-data_root = None  # ImageNet folder with train/ and val/ (paper profile)
-model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+dataset = None  # "fashion_mnist" | "imagenet" | "imagefolder"; text: "fortunes" | "textfolder" | "hf:<name>[:<config>]"
+data_root = None  # ImageNet folder with train/ and val/ (paper profile), or a folder of .txt/.jsonl (textfolder)
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>" | language models: "mini_gpt" | "hf:<name>[:untrained]"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 sample_split = None  # the split sampled (01)
 n_sample = None  # sample images (a seeded subset); None: the whole split

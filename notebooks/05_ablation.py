@@ -28,7 +28,7 @@
 profile = "quick"  # "smoke" | "quick" | "paper"
 # The settings this step reads (None keeps the profile's value); any other one by name in `settings`, which
 # the runner fills with every setting it is given (docs/notebooks.md).
-model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>"
+model = None  # "mini_alexnet" | "mini_resnet" | "mini_vit" | "alexnet" | "resnet18" | "resnet50" | "vit_b_16" | "torchvision:<name>[:<weights>]" | "<module>:<callable>" | language models: "mini_gpt" | "hf:<name>[:untrained]"
 layers = None  # e.g. "conv1,fc1" or module paths "layer4.1.conv2"; None: the model's default layers
 bases = None  # e.g. "pca,neuron,ica,nmf,sae"; None: "pca,neuron" (the paper's)
 eval_split = None  # the split the index, ablation and 08 read
