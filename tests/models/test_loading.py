@@ -125,7 +125,7 @@ def test_a_callable_that_is_no_model_factory_is_refused(factory, why):
 
 
 def test_corrupt_checkpoint_says_how_to_fix(tmp_path):
-    p = load_profile("smoke", data_dir=str(tmp_path))
+    p = load_profile("smoke", data_dir=str(tmp_path), train_limit=128)  # what is trained does not matter here
     models.load_model(p, device="cpu")
     (p.artifact("model") / "model.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"model.pt is corrupt.*delete .*model/[0-9a-f]+ and rerun 01_sample"):
